@@ -1,0 +1,139 @@
+"""`imgvec db start|stop|status|url|upgrade` and `imgvec psql`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from typing import Annotated
+
+import typer
+from sqlalchemy.engine import make_url
+
+from pipeline.db import check_server, connect, mask_url, open_database, resolve_url
+from pipeline.db.embedded import EmbeddedPostgres
+from pipeline.db.schema import current_revision, head_revision
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings
+
+db_app = typer.Typer(help="Manage imgvec's database (embedded unless DATABASE_URL is set).", no_args_is_help=True)
+
+EXIT_NOT_RUNNING = 3
+
+
+@db_app.command()
+def start(ctx: typer.Context) -> None:
+    """Start the embedded PostgreSQL (if needed) and bring the schema up to date."""
+    settings: Settings = ctx.obj
+    revision = asyncio.run(_migrated_revision(settings))
+    where = "DATABASE_URL" if not settings.embedded else f"embedded, data in {settings.pgdata}"
+    typer.echo(f"database ready ({where}), schema at {revision}")
+
+
+@db_app.command()
+def stop(ctx: typer.Context) -> None:
+    """Stop the embedded PostgreSQL."""
+    settings: Settings = ctx.obj
+    if not settings.embedded:
+        typer.echo("DATABASE_URL is set: imgvec does not stop servers it did not start")
+        return
+    stopped = EmbeddedPostgres(settings.pgdata).stop()
+    typer.echo("stopped" if stopped else "not running")
+
+
+@db_app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Say which database imgvec uses and whether it is up. Exit code 3: not running."""
+    settings: Settings = ctx.obj
+    info: dict = {"embedded": settings.embedded}
+    if settings.embedded:
+        server = EmbeddedPostgres(settings.pgdata).status()
+        info |= {"running": server.running, "pgdata": str(server.pgdata), "pid": server.pid}
+        url = server.url()
+    else:
+        url = asyncio.run(resolve_url(settings))
+        info["running"] = True
+    if url is not None:
+        info |= {"url": mask_url(url)} | asyncio.run(_describe(url, settings.connect_timeout))
+    if as_json:
+        typer.echo(json.dumps(info))
+    elif info["running"]:
+        typer.echo(
+            f"running: PostgreSQL {info['server_version']}, pgvector {info['pgvector']}, "
+            f"schema {info['schema']} (latest {info['schema_head']})"
+        )
+        typer.echo(f"url: {info['url']}")
+        if settings.embedded:
+            typer.echo(f"data: {info['pgdata']} (postmaster pid {info['pid']})")
+    else:
+        typer.echo(f"stopped: embedded PostgreSQL, data in {info['pgdata']}; `imgvec db start` starts it")
+    if not info["running"]:
+        raise typer.Exit(EXIT_NOT_RUNNING)
+
+
+@db_app.command()
+def url(
+    ctx: typer.Context,
+    show_password: Annotated[bool, typer.Option("--show-password", help="Print the password too.")] = False,
+) -> None:
+    """Print the database URL (password masked), starting the embedded server if needed."""
+    resolved = asyncio.run(resolve_url(ctx.obj))
+    typer.echo(resolved if show_password else mask_url(resolved))
+
+
+@db_app.command()
+def upgrade(ctx: typer.Context) -> None:
+    """Apply pending schema migrations (imgvec also does this on first use)."""
+    typer.echo(f"schema at {asyncio.run(_migrated_revision(ctx.obj))}")
+
+
+def psql(ctx: typer.Context) -> None:
+    """Run the system `psql` on imgvec's database; extra arguments go to psql."""
+    executable = shutil.which("psql")
+    if executable is None:
+        raise ConfigError(
+            "psql is not installed",
+            hint="install the PostgreSQL client: apt-get install postgresql-client (Debian/Ubuntu), "
+            "brew install libpq (macOS)",
+        )
+    settings: Settings = ctx.obj
+    target = asyncio.run(_migrated_url(settings))
+    parsed = make_url(target)
+    env = dict(os.environ)
+    if parsed.password:
+        # Through the environment, not argv: argv is visible to every user in `ps`.
+        env["PGPASSWORD"] = parsed.password
+        target = parsed.set(password=None).render_as_string(hide_password=False)
+    os.execvpe(executable, [executable, target, *ctx.args], env)
+
+
+async def _migrated_url(settings: Settings) -> str:
+    async with open_database(settings):
+        pass
+    return await resolve_url(settings)
+
+
+async def _migrated_revision(settings: Settings) -> str | None:
+    async with open_database(settings) as conn:
+        return await current_revision(conn)
+
+
+async def _describe(url: str, timeout: float) -> dict:
+    conn = await connect(url, timeout=timeout, register_vector=False)
+    try:
+        await check_server(conn, url)
+        return {
+            "server_version": await conn.fetchval("SHOW server_version"),
+            "pgvector": await conn.fetchval(
+                "SELECT coalesce(installed_version, default_version) FROM pg_available_extensions "
+                "WHERE name = 'vector'"
+            ),
+            "schema": await current_revision(conn),
+            "schema_head": head_revision(),
+        }
+    finally:
+        await conn.close()

