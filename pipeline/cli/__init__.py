@@ -52,8 +52,10 @@ def root(
     ctx.obj = Settings(**overrides)
 
 
-from pipeline.cli import db as _db  # noqa: E402  (registers the db commands on `app`)
+from pipeline.cli import db as _db  # noqa: E402
+from pipeline.cli.list_cmd import list_command  # noqa: E402
 
+app.command("list")(list_command)
 app.add_typer(_db.db_app, name="db")
 app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_db.psql)
 

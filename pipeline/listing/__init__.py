@@ -1,0 +1,117 @@
+"""The list stage: which image objects a source has, and what is new, changed or gone since the
+last run. Entry point: `list_source`. Output: a manifest CSV in the work dir and the objects table.
+
+The whole listing is one database transaction and the manifest is published just before it
+commits: a listing that dies part-way changes nothing (in particular marks nothing deleted), and
+rerunning it reports the same new and changed objects again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import batched
+
+from pipeline.db import open_database
+from pipeline.errors import ImgvecError
+from pipeline.listing.filters import ObjectFilter
+from pipeline.listing.manifest import ManifestWriter
+from pipeline.listing.store import ObjectStore
+from pipeline.progress import Progress
+from pipeline.settings import Settings
+from pipeline.sources import open_source
+from pipeline.workdir import WorkDir
+
+
+@dataclass
+class ListingResult:
+    run_id: int
+    manifest: str
+    counts: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        c = self.counts
+        return (
+            f"{c['listed']} objects: {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged, "
+            f"{c['deleted']} deleted, {c['skipped']} skipped; manifest {self.manifest}"
+        )
+
+
+async def list_source(
+    spec: str,
+    *,
+    work_dir: str,
+    settings: Settings | None = None,
+    object_filter: ObjectFilter | None = None,
+    page_size: int = 1000,
+    batch_size: int = 5000,
+    source=None,
+) -> ListingResult:
+    settings = settings or Settings()
+    object_filter = object_filter or ObjectFilter()
+    source = source or open_source(
+        spec, page_size=page_size, timeout=settings.storage_timeout,
+        endpoint_url=settings.s3_endpoint_url, wanted=lambda name, size: object_filter.wanted_name(name),
+    )
+    listed_at = datetime.now(UTC)
+    relpath = f"manifests/manifest-{listed_at:%Y%m%dT%H%M%S%fZ}.csv"
+    work = WorkDir(work_dir)
+    counts: Counter = Counter()
+
+    async with open_database(settings) as conn:
+        run_id = await conn.fetchval(
+            "INSERT INTO runs (stage, source, started_at) VALUES ('list', $1, $2) RETURNING run_id", spec, listed_at
+        )
+        manifest = ManifestWriter(work, relpath)
+        progress = Progress("list", "objects")
+        try:
+            async with conn.transaction():
+                store = ObjectStore(conn, listed_at)
+                for batch in batched(source.iter_objects(), batch_size):
+                    await _record_batch(batch, object_filter, store, manifest, counts)
+                    progress.advance(len(batch), new=counts["new"], changed=counts["changed"])
+                if source.complete_listing:
+                    deleted = await store.mark_deleted(source.scope())
+                    manifest.write((obj, "deleted", None) for obj in deleted)
+                    counts["deleted"] += len(deleted)
+                published = manifest.publish()
+        except BaseException as err:
+            manifest.discard()
+            await _finish_run(conn, run_id, counts, "failed", error=_safe_error(err))
+            raise
+        finally:
+            progress.close()
+        await _finish_run(conn, run_id, counts, "succeeded")
+    return ListingResult(run_id, published, counts)
+
+
+async def _record_batch(batch, object_filter, store, manifest, counts) -> None:
+    images, skipped = [], []
+    for obj in batch:
+        reason = object_filter.skip_reason(obj)
+        (skipped if reason else images).append((obj, reason))
+    statuses = await store.upsert([obj for obj, _ in images]) if images else {}
+    rows = [(obj, statuses[obj.locator], None) for obj, _ in images]
+    rows += [(obj, "skipped", reason) for obj, reason in skipped]
+    manifest.write(rows)
+    counts["listed"] += len(batch)
+    counts["skipped"] += len(skipped)
+    counts.update(status for _, status, _ in rows if status != "skipped")
+
+
+async def _finish_run(conn, run_id: int, counts: Counter, status: str, error: str | None = None) -> None:
+    try:
+        await conn.execute(
+            "UPDATE runs SET finished_at = now(), status = $2, counts = $3::jsonb, error = $4 WHERE run_id = $1",
+            run_id, status, json.dumps(dict(counts)), error,
+        )
+    except Exception:
+        pass  # the connection itself may be what failed; the run stays 'running' with no finish time
+
+
+def _safe_error(err: BaseException) -> str:
+    if isinstance(err, ImgvecError):
+        return str(err)
+    return type(err).__name__  # unexpected errors may carry anything: keep only the kind

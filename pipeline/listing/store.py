@@ -1,0 +1,70 @@
+"""The objects table side of a listing: batches go in through COPY into a staging table, then one
+upsert; the status of each object (new / changed / unchanged) comes from comparing with its row."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from pipeline.sources.base import OBJECT_COLUMNS, ObjectInfo
+
+_STAGING = "listing_batch"
+
+# "Changed" means the bytes differ: by content hash where both sides know it, else by the store's
+# generation / etag / size (a GCS composite object has no MD5, say).
+_STATUS_SQL = f"""
+SELECT b.locator,
+       CASE
+         WHEN o.object_id IS NULL OR o.deleted_at IS NOT NULL THEN 'new'
+         WHEN CASE WHEN o.content_hash IS NOT NULL AND b.content_hash IS NOT NULL
+                   THEN o.content_hash <> b.content_hash
+                   ELSE (o.generation, o.etag, o.size) IS DISTINCT FROM (b.generation, b.etag, b.size)
+              END THEN 'changed'
+         ELSE 'unchanged'
+       END AS status
+FROM {_STAGING} b LEFT JOIN objects o ON o.locator = b.locator
+"""
+
+_COLUMNS = ", ".join(OBJECT_COLUMNS)
+_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in OBJECT_COLUMNS if c != "locator")
+_UPSERT_SQL = f"""
+INSERT INTO objects ({_COLUMNS}, first_seen, last_seen)
+SELECT DISTINCT ON (locator) {_COLUMNS}, $1::timestamptz, $1::timestamptz FROM {_STAGING}
+ON CONFLICT (locator) DO UPDATE SET {_UPDATES}, last_seen = EXCLUDED.last_seen, deleted_at = NULL
+"""
+
+_DELETE_SQL = f"""
+UPDATE objects SET deleted_at = $4
+WHERE scheme = $1 AND bucket IS NOT DISTINCT FROM $2 AND starts_with(key, $3)
+  AND last_seen < $4 AND deleted_at IS NULL
+RETURNING {_COLUMNS}
+"""
+
+
+class ObjectStore:
+    """Use inside one transaction: an interrupted listing then changes nothing at all."""
+
+    def __init__(self, conn: asyncpg.Connection, listed_at) -> None:
+        self.conn = conn
+        self.listed_at = listed_at
+        self._staging_ready = False
+
+    async def upsert(self, batch: list[ObjectInfo]) -> dict[str, str]:
+        """Record a batch as seen now; returns locator -> new / changed / unchanged."""
+        if not self._staging_ready:
+            await self.conn.execute(
+                f"CREATE TEMP TABLE {_STAGING} ON COMMIT DROP AS SELECT {_COLUMNS} FROM objects WITH NO DATA"
+            )
+            self._staging_ready = True
+        else:
+            await self.conn.execute(f"TRUNCATE {_STAGING}")
+        await self.conn.copy_records_to_table(
+            _STAGING, records=[tuple(getattr(o, c) for c in OBJECT_COLUMNS) for o in batch], columns=OBJECT_COLUMNS
+        )
+        statuses = dict(await self.conn.fetch(_STATUS_SQL))
+        await self.conn.execute(_UPSERT_SQL, self.listed_at)
+        return statuses
+
+    async def mark_deleted(self, scope: tuple[str, str | None, str]) -> list[ObjectInfo]:
+        """Objects in scope this listing did not see: marked deleted (their vectors stay)."""
+        rows = await self.conn.fetch(_DELETE_SQL, *scope, self.listed_at)
+        return [ObjectInfo(**dict(row)) for row in rows]
