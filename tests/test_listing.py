@@ -251,3 +251,15 @@ def test_unknown_scheme_lists_the_known_ones(fresh_url):
     result = run_imgvec("list", "ftp://host/x", env={"DATABASE_URL": fresh_url}, check=False)
     assert result.returncode == 1
     assert "unknown source scheme 'ftp'" in result.stderr and "gs://" in result.stderr and "s3://" in result.stderr
+
+
+async def test_manifest_can_live_in_a_gcs_work_dir(tmp_path, settings, gcs):
+    client = gcs.client()
+    client.create_bucket("pics").blob("a.jpg").upload_from_string(b"a")
+    client.create_bucket("jobs")
+    result = await list_source("gs://pics", work_dir="gs://jobs/nightly", settings=settings)
+    assert result.manifest.startswith("gs://jobs/nightly/manifests/manifest-")
+    blob = client.bucket("jobs").blob(result.manifest.removeprefix("gs://jobs/"))
+    text = blob.download_as_text()
+    assert text.splitlines()[0].startswith("locator,scheme,bucket,key,name")
+    assert "gs://pics/a.jpg" in text
