@@ -3,6 +3,7 @@ Every file lands whole or not at all (temp file + rename, or a single upload).""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -35,20 +36,57 @@ class WorkDir:
             "w+", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False, newline="", encoding="utf-8"
         )
 
-    def publish(self, scratch_path: str, relpath: str) -> str:
-        """Move a finished, closed scratch file into place; returns where it went."""
+    def publish(self, scratch_path: str, relpath: str, *, exclusive: bool = False) -> str | None:
+        """Move a finished, closed scratch file into place; returns where it went. With
+        `exclusive`, an existing file wins: returns None and leaves the scratch file in place."""
         if self.gcs:
-            from google.cloud import storage
+            from google.api_core.exceptions import PreconditionFailed
 
-            blob = storage.Client().bucket(self.bucket).blob(self._key(relpath))
-            blob.upload_from_filename(scratch_path, content_type="text/csv")
+            blob = self._client().bucket(self.bucket).blob(self._key(relpath))
+            try:
+                blob.upload_from_filename(scratch_path, content_type="text/csv",
+                                          if_generation_match=0 if exclusive else None)
+            except PreconditionFailed:
+                return None
+            os.unlink(scratch_path)
+            return self.describe(relpath)
+        with open(scratch_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        target = self.local / relpath
+        if exclusive:
+            try:
+                os.link(scratch_path, target)  # fails if the target exists: no clobbering
+            except FileExistsError:
+                return None
             os.unlink(scratch_path)
         else:
-            with open(scratch_path, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(scratch_path, self.local / relpath)
-            _fsync_dir(self.local / Path(relpath).parent)
+            os.replace(scratch_path, target)
+        _fsync_dir(target.parent)
         return self.describe(relpath)
+
+    def list(self, folder: str) -> list[str]:
+        """Relative paths of the files directly in `folder`, sorted (scratch files left out)."""
+        if self.gcs:
+            prefix = self._key(folder.rstrip("/") + "/")
+            names = [b.name for b in self._client().list_blobs(self.bucket, prefix=prefix, delimiter="/")]
+            base = len(self._key(""))
+            return sorted(n[base:].lstrip("/") for n in names)
+        path = self.local / folder
+        if not path.is_dir():
+            return []
+        return sorted(f"{folder.rstrip('/')}/{p.name}" for p in path.iterdir()
+                      if p.is_file() and not p.name.startswith("."))
+
+    def open_text(self, relpath: str):
+        """A text stream of a published file (for pandas)."""
+        if self.gcs:
+            return io.StringIO(self._client().bucket(self.bucket).blob(self._key(relpath)).download_as_text())
+        return open(self.local / relpath, newline="", encoding="utf-8")
+
+    def _client(self):
+        from google.cloud import storage
+
+        return storage.Client()
 
     def discard(self, scratch_path: str) -> None:
         try:

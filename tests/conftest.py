@@ -120,6 +120,28 @@ class GcsEmulator:
             args += ["-data", str(data_dir)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
+        if data_dir is not None:
+            self._wait_loaded(Path(data_dir))
+
+    def _wait_loaded(self, data_dir: Path, timeout: float = 120) -> None:
+        """The server listens before it has loaded -data: wait until every bucket lists in full."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        client = self.client()
+        for bucket_dir in data_dir.iterdir():
+            expected = sum(1 for p in bucket_dir.rglob("*") if p.is_file())
+            while True:
+                try:
+                    pages = client.list_blobs(bucket_dir.name, page_size=1000, fields="items(name),nextPageToken").pages
+                    found = sum(page.num_items for page in pages)
+                except Exception:
+                    found = -1
+                if found == expected:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"fake-gcs-server loaded {found} of {expected} objects of {bucket_dir.name}")
+                time.sleep(0.2)
 
     def client(self):
         from google.auth.credentials import AnonymousCredentials

@@ -8,14 +8,13 @@ rerunning it reports the same new and changed objects again.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import batched
 
 from pipeline.db import open_database
-from pipeline.errors import ImgvecError
+from pipeline.db.runs import finish_run, start_run
 from pipeline.listing.filters import ObjectFilter
 from pipeline.listing.manifest import ManifestWriter
 from pipeline.listing.store import ObjectStore
@@ -61,9 +60,7 @@ async def list_source(
     counts: Counter = Counter()
 
     async with open_database(settings) as conn:
-        run_id = await conn.fetchval(
-            "INSERT INTO runs (stage, source, started_at) VALUES ('list', $1, $2) RETURNING run_id", spec, listed_at
-        )
+        run_id = await start_run(conn, "list", spec, started_at=listed_at)
         manifest = ManifestWriter(work, relpath)
         progress = Progress("list", "objects")
         try:
@@ -79,11 +76,11 @@ async def list_source(
                 published = manifest.publish()
         except BaseException as err:
             manifest.discard()
-            await _finish_run(conn, run_id, counts, "failed", error=_safe_error(err))
+            await finish_run(conn, run_id, counts, "failed", err)
             raise
         finally:
             progress.close()
-        await _finish_run(conn, run_id, counts, "succeeded")
+        await finish_run(conn, run_id, counts, "succeeded")
     return ListingResult(run_id, published, counts)
 
 
@@ -99,19 +96,3 @@ async def _record_batch(batch, object_filter, store, manifest, counts) -> None:
     counts["listed"] += len(batch)
     counts["skipped"] += len(skipped)
     counts.update(status for _, status, _ in rows if status != "skipped")
-
-
-async def _finish_run(conn, run_id: int, counts: Counter, status: str, error: str | None = None) -> None:
-    try:
-        await conn.execute(
-            "UPDATE runs SET finished_at = now(), status = $2, counts = $3::jsonb, error = $4 WHERE run_id = $1",
-            run_id, status, json.dumps(dict(counts)), error,
-        )
-    except Exception:
-        pass  # the connection itself may be what failed; the run stays 'running' with no finish time
-
-
-def _safe_error(err: BaseException) -> str:
-    if isinstance(err, ImgvecError):
-        return str(err)
-    return type(err).__name__  # unexpected errors may carry anything: keep only the kind

@@ -1,0 +1,143 @@
+"""The backend protocol: a backend is a class with one abstract batch method for images and one
+for texts. The base class does the batching, the concurrency and the validation."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipeline.db.spaces import EmbeddingSpace
+
+
+@dataclass
+class ImageItem:
+    """One image to embed. `source` is what the backend asked for (see `input_kind`), or the
+    ItemFailure that stopped it from being read."""
+
+    locator: str
+    source: Any = None
+    content_hash: str | None = None
+
+
+class ItemFailure(Exception):
+    """One item could not be embedded; the run goes on. `permanent`: retrying will not help."""
+
+    def __init__(self, reason: str, *, permanent: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+Result = np.ndarray | ItemFailure
+
+
+class EmbeddingBackend(abc.ABC):
+    #: registry name, e.g. "clip"
+    name: ClassVar[str]
+    #: what `ImageItem.source` holds when a batch reaches the backend:
+    #: "image" a decoded RGB PIL image; "locator_or_bytes" the gs:// locator itself, or the bytes
+    input_kind: ClassVar[str] = "image"
+    #: images per call of `embed_image_batch`
+    batch_size: int = 32
+    #: how many batches may be in flight at once (I/O-bound remote backends want many)
+    concurrency: int = 1
+
+    @property
+    @abc.abstractmethod
+    def space(self) -> EmbeddingSpace:
+        """The vector space this backend's output lives in."""
+
+    @abc.abstractmethod
+    def embed_image_batch(self, items: list[ImageItem]) -> list[Result]:
+        """One vector (or ItemFailure) per item, in order."""
+
+    @abc.abstractmethod
+    def embed_text_batch(self, texts: list[str]) -> np.ndarray:
+        """One vector per text, in the same space as the images."""
+
+    def prepare(self, image):
+        """Per-image work done in reader threads, off the model's thread (e.g. preprocessing)."""
+        return image
+
+    # -- done here for every backend --------------------------------------------------------
+
+    def embed_stream(self, items: Iterable[ImageItem]) -> Iterator[tuple[ImageItem, Result]]:
+        """Embed a stream of items in order with bounded memory: batches of `batch_size`, up to
+        `concurrency` batches in flight."""
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"{self.name}-batch") as pool:
+            yield from ordered_bounded(
+                self._embed_batch,
+                _batches(items, self.batch_size),
+                pool,
+                in_flight=self.concurrency * 2,
+                flatten=True,
+            )
+
+    def _embed_batch(self, batch: list[ImageItem]) -> list[tuple[ImageItem, Result]]:
+        # Items that already failed (unreadable, not an image) pass by the model, in their place.
+        ready = [item for item in batch if not isinstance(item.source, ItemFailure)]
+        results = iter(self._checked(ready, self.embed_image_batch(ready)) if ready else ())
+        return [(item, item.source if isinstance(item.source, ItemFailure) else next(results)) for item in batch]
+
+    def embed_texts(self, texts: Iterable[str]) -> Iterator[np.ndarray]:
+        batch: list[str] = []
+        for text in texts:
+            batch.append(text)
+            if len(batch) == self.batch_size:
+                yield from self._checked_texts(batch)
+                batch = []
+        if batch:
+            yield from self._checked_texts(batch)
+
+    def _checked_texts(self, batch: list[str]) -> list[np.ndarray]:
+        vectors = np.asarray(self.embed_text_batch(batch), dtype=np.float32)
+        return [self._validate(v) for v in vectors]
+
+    def _checked(self, batch: list[ImageItem], results: list[Result]) -> list[Result]:
+        if len(results) != len(batch):
+            raise RuntimeError(f"backend {self.name} returned {len(results)} results for {len(batch)} images")
+        return [r if isinstance(r, ItemFailure) else self._validate(r) for r in results]
+
+    def _validate(self, vector) -> np.ndarray:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.space.dimension:
+            raise RuntimeError(f"backend {self.name} returned {vector.shape[0]} dimensions, not {self.space.dimension}")
+        if not np.all(np.isfinite(vector)):
+            return ItemFailure("the model returned a non-finite vector", permanent=False)
+        if self.space.normalized:
+            norm = float(np.linalg.norm(vector))
+            if norm == 0:
+                return ItemFailure("the model returned a zero vector", permanent=False)
+            vector = vector / norm
+        return vector
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def ordered_bounded(fn: Callable, inputs: Iterable, pool: ThreadPoolExecutor, *, in_flight: int,
+                    flatten: bool = False) -> Iterator:
+    """`map(fn, inputs)` on a thread pool, results in input order, at most `in_flight` pending:
+    the reader never runs ahead of the consumer by more than that."""
+    pending = []
+    for value in inputs:
+        pending.append(pool.submit(fn, value))
+        if len(pending) >= in_flight:
+            result = pending.pop(0).result()
+            yield from (result if flatten else [result])
+    for future in pending:
+        result = future.result()
+        yield from (result if flatten else [result])
