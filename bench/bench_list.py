@@ -105,7 +105,7 @@ def main(sizes: list[int]) -> None:
             data.mkdir(parents=True)
             for i in range(n):
                 (data / f"IMG{i:07d}.jpg").write_bytes(b"x")
-            emulator = GcsEmulator(data_dir=data.parent)
+            emulator = GcsEmulator(data_dir=data.parent, load_timeout=1800)
             run_env = env | {"STORAGE_EMULATOR_HOST": emulator.url}
             try:
                 modes = ["raw", "imgvec"] + (["naive"] if n <= 10_000 else [])

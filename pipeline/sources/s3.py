@@ -6,29 +6,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
-from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError, PermanentError, RetryableError
-from pipeline.sources.base import ObjectInfo, guess_content_type, md5_hash, relative_name
+from pipeline.sources.base import BucketSource, ObjectInfo, guess_content_type, md5_hash, relative_name
 
 
-class S3Source:
+class S3Source(BucketSource):
     scheme = "s3"
-    complete_listing = True
 
     def __init__(self, spec: str, *, page_size: int = 1000, endpoint_url: str | None = None, client=None) -> None:
-        parts = urlsplit(spec)
-        if not parts.netloc:
-            raise PermanentError(f"{spec!r} names no bucket", hint="write s3://BUCKET/PREFIX")
-        self.spec = spec
-        self.bucket = parts.netloc
-        self.prefix = parts.path.lstrip("/")
-        self.page_size = page_size
+        super().__init__(spec, page_size=page_size, client=client)
         self.endpoint_url = endpoint_url
-        self._client = client
-
-    def scope(self) -> tuple[str, str | None, str]:
-        return ("s3", self.bucket, self.prefix)
 
     def client(self):
         if self._client is None:

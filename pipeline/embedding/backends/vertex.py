@@ -12,6 +12,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_r
 
 from pipeline.db.spaces import EmbeddingSpace
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
+from pipeline.embedding.images import BadImage, decode_image
 from pipeline.embedding.ratelimit import RateLimiter
 from pipeline.errors import ConfigError
 
@@ -77,7 +78,10 @@ class VertexBackend(EmbeddingBackend):
         if isinstance(source, str) and source.startswith("gs://"):
             image = {"gcsUri": source}  # the service reads the object itself: nothing downloaded
         else:
-            image = {"bytesBase64Encoded": base64.b64encode(_within_limit(source)).decode("ascii")}
+            try:
+                image = {"bytesBase64Encoded": base64.b64encode(_within_limit(source)).decode("ascii")}
+            except BadImage as err:
+                return ItemFailure(str(err))
         try:
             return np.array(self._predict({"image": image}, "imageEmbedding"), dtype=np.float32)
         except (self.exceptions.BadRequest, self.exceptions.NotFound) as err:
@@ -110,8 +114,6 @@ def _within_limit(data: bytes) -> bytes:
     """Bytes under the service's 20 MB limit: larger images are downscaled client-side."""
     if len(data) <= MAX_IMAGE_BYTES:
         return data
-    from pipeline.embedding.images import decode_image
-
     image = decode_image(data)
     image.thumbnail((2048, 2048))
     out = io.BytesIO()
