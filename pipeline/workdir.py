@@ -77,6 +77,16 @@ class WorkDir:
         return sorted(f"{folder.rstrip('/')}/{p.name}" for p in path.iterdir()
                       if p.is_file() and not p.name.startswith("."))
 
+    def list_tree(self, folder: str) -> list[str]:
+        """Relative paths of every file below `folder`, sorted."""
+        if self.gcs:
+            prefix = self._key(folder.rstrip("/") + "/")
+            base = len(self._key(""))
+            return sorted(b.name[base:].lstrip("/") for b in self._client().list_blobs(self.bucket, prefix=prefix))
+        root = self.local / folder
+        return sorted(str(p.relative_to(self.local)) for p in root.rglob("*")
+                      if p.is_file() and not p.name.startswith(".")) if root.is_dir() else []
+
     def open_text(self, relpath: str):
         """A text stream of a published file (for pandas)."""
         if self.gcs:

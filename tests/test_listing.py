@@ -149,7 +149,7 @@ def test_listing_killed_midway_marks_nothing_deleted(tmp_path, fresh_url):
         emulator.client().bucket("photos").blob("IMG00000.jpg").delete()
 
         proc = subprocess.Popen([*IMGVEC, "list", "gs://photos", "--work-dir", str(work),
-                                 "--page-size", "20", "--batch-size", "100"],
+                                 "--page-size", "20", "--db-batch-size", "100"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         progress = json.loads(proc.stderr.readline())  # one batch recorded, the listing goes on
         assert 0 < progress["objects"] < 3000

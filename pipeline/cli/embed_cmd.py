@@ -1,7 +1,5 @@
 """`imgvec embed`: the embed stage."""
 
-from __future__ import annotations
-
 import asyncio
 from enum import Enum
 from typing import Annotated
@@ -43,22 +41,33 @@ def embed_command(
 ) -> None:
     """Embed the images of the latest manifest, writing CSV parts; rerun to resume.
     Exit code 3: finished, but some images failed (see the failures table)."""
-    from pipeline.embedding.backends import get_backend
-    from pipeline.embedding.stage import embed_work_dir, latest_manifest
+    options = dict(locals())  # the parameters, as given
+    del options["ctx"]
+    from pipeline.embedding.stage import latest_manifest
     from pipeline.workdir import WorkDir
 
     settings: Settings = ctx.obj
-    work_dir = work_dir or settings.work_dir
-    latest_manifest(WorkDir(work_dir))  # fail fast, before loading a model
-    if backend is Backend.clip:
-        model_backend = get_backend("clip", model=model, pretrained=pretrained, device=device,
-                                    batch_size=batch_size, seed=seed)
-    else:
-        model_backend = get_backend("vertex", project=project, location=location, dimension=dimension,
-                                    api_endpoint=api_endpoint, transport=transport,
-                                    requests_per_minute=rate_limit, concurrency=concurrency)
-    result = asyncio.run(embed_work_dir(work_dir=work_dir, backend=model_backend,
-                                        settings=settings, force=force, retry_failed=retry_failed,
-                                        part_size=part_size, read_workers=read_workers))
+    options["work_dir"] = work_dir or settings.work_dir
+    latest_manifest(WorkDir(options["work_dir"]))  # fail fast, before loading a model
+    result = run_embedding(settings, **options)
     typer.echo(f"embedded {result.manifest}: {result.summary()}")
     raise typer.Exit(result.exit_code)
+
+
+def run_embedding(settings: Settings, *, backend: Backend, work_dir: str, force: bool, retry_failed: bool,
+                  part_size: int, read_workers: int, **backend_options):
+    from pipeline.embedding.stage import embed_work_dir
+
+    model_backend = build_backend(backend, **backend_options)
+    return asyncio.run(embed_work_dir(work_dir=work_dir, backend=model_backend, settings=settings, force=force,
+                                      retry_failed=retry_failed, part_size=part_size, read_workers=read_workers))
+
+
+def build_backend(backend: Backend, *, model, pretrained, device, batch_size, seed, dimension, project, location,
+                  api_endpoint, transport, rate_limit, concurrency):
+    from pipeline.embedding.backends import get_backend
+
+    if backend is Backend.clip:
+        return get_backend("clip", model=model, pretrained=pretrained, device=device, batch_size=batch_size, seed=seed)
+    return get_backend("vertex", project=project, location=location, dimension=dimension, api_endpoint=api_endpoint,
+                       transport=transport, requests_per_minute=rate_limit, concurrency=concurrency)

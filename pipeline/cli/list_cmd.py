@@ -1,7 +1,5 @@
 """`imgvec list SOURCE`: the list stage."""
 
-from __future__ import annotations
-
 import asyncio
 from typing import Annotated
 
@@ -21,18 +19,23 @@ def list_command(
     max_size: Annotated[int | None, typer.Option(help="Skip (and record) objects larger than this many bytes.")] = None,
     all_types: Annotated[bool, typer.Option("--all-types", help="Do not filter by image extension.")] = False,
     page_size: Annotated[int, typer.Option(help="Objects per listing request (GCS and S3 cap it at 1000).")] = 1000,
-    batch_size: Annotated[int, typer.Option(help="Objects per database batch and progress line.")] = 5000,
+    db_batch_size: Annotated[int, typer.Option(help="Objects per database batch and progress line.")] = 5000,
 ) -> None:
     """List a source's images, noting what is new, changed or deleted since the last run."""
-    settings: Settings = ctx.obj
+    result = run_listing(ctx.obj, source, work_dir=work_dir, include=include, exclude=exclude, max_size=max_size,
+                         all_types=all_types, page_size=page_size, db_batch_size=db_batch_size)
+    typer.echo(f"listed {source}: {result.summary()}")
+
+
+def run_listing(settings: Settings, source: str, *, work_dir, include, exclude, max_size, all_types,
+                page_size, db_batch_size):
     object_filter = ObjectFilter(
         extensions=frozenset() if all_types else IMAGE_EXTENSIONS,
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
         max_size=max_size,
     )
-    result = asyncio.run(
+    return asyncio.run(
         list_source(source, work_dir=work_dir or settings.work_dir, settings=settings,
-                    object_filter=object_filter, page_size=page_size, batch_size=batch_size)
+                    object_filter=object_filter, page_size=page_size, batch_size=db_batch_size)
     )
-    typer.echo(f"listed {source}: {result.summary()}")

@@ -9,6 +9,8 @@ gives no hash): identical bytes are embedded once per space, whatever their loca
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -18,6 +20,7 @@ import pandas as pd
 from pipeline.db.spaces import EmbeddingSpace
 from pipeline.workdir import WorkDir
 
+SPACE_FILE = "space.json"  # the space's definition, so the load stage can register it anywhere
 PART_COLUMNS = ["locator", "content_hash", "space", "embedding"]
 FAILURE_COLUMNS = ["locator", "content_hash", "stage", "reason", "permanent"]
 _PART = re.compile(r"part-(\d+)\.csv$")
@@ -80,8 +83,16 @@ class PartWriter:
         self.number = first_number
         self.published: list[str] = []
 
+    def write_space(self) -> None:
+        scratch = self.work.scratch_file(f"{self.folder}/{SPACE_FILE}")
+        json.dump(dataclasses.asdict(self.space), scratch, indent=2)
+        scratch.close()
+        self.work.publish(scratch.name, f"{self.folder}/{SPACE_FILE}")
+
     def write(self, vectors: list[tuple[str, str | None, np.ndarray]],
               failures: list[tuple[str, str | None, str, bool]]) -> str:
+        if not self.published:
+            self.write_space()
         part_frame = pd.DataFrame(
             [(loc, h or "", self.space.name, vector_text(v)) for loc, h, v in vectors], columns=PART_COLUMNS
         )

@@ -1,0 +1,140 @@
+"""The load stage and `imgvec run`, on the real embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+
+import asyncpg
+import numpy as np
+import pytest
+
+from pipeline.db import connect
+from pipeline.embedding.backends import get_backend
+from pipeline.embedding.stage import embed_work_dir
+from pipeline.listing import list_source
+from pipeline.loading import load_work_dir, read_part
+from pipeline.settings import Settings
+from pipeline.workdir import WorkDir
+from tests.conftest import IMGVEC, run_imgvec
+from tests.images import encode, photo, write_images
+
+pytest.importorskip("open_clip")
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [get_backend("clip", pretrained="none", device="cpu", seed=seed) for seed in (0, 1)]
+
+
+@pytest.fixture
+def settings(fresh_url, imgvec_home) -> Settings:
+    return Settings(home=imgvec_home, database_url=fresh_url)
+
+
+async def fetch(settings, sql, *args):
+    conn = await connect(settings.database_url.get_secret_value())
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_two_spaces_load_side_by_side_and_match_the_parts(tmp_path, settings, clips):
+    write_images(tmp_path / "images", {f"img{i}.jpg": encode(photo(i), "JPEG") for i in range(12)})
+    work = str(tmp_path / "work")
+    await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
+    for backend in clips:
+        await embed_work_dir(work_dir=work, backend=backend, settings=settings, part_size=5)
+    result = await load_work_dir(work_dir=work, settings=settings)
+    assert result.counts["rows"] == 24 and result.counts["parts_loaded"] == 6
+    assert sorted(result.indexes) == ["embeddings_space_1_hnsw_l2", "embeddings_space_2_hnsw_l2"]
+
+    counts = dict(await fetch(settings, "SELECT space_id, count(DISTINCT object_id) FROM embeddings GROUP BY 1"))
+    assert counts == {1: 12, 2: 12}
+    # What is in the table is what the part says, to float32 precision.
+    parts = sorted((tmp_path / "work").glob("embeddings/*seed1*/part-*.csv"))
+    locators, _, vectors = read_part(WorkDir(work), str(parts[0].relative_to(tmp_path / "work")), 512)
+    rows = await fetch(settings, "SELECT o.locator, e.embedding FROM embeddings e JOIN objects o USING (object_id) "
+                                 "WHERE e.space_id = 2 AND o.locator = ANY($1)", locators)
+    stored = {r["locator"]: r["embedding"].to_numpy() for r in rows}
+    assert all(np.array_equal(stored[loc], vec) for loc, vec in zip(locators, vectors))
+
+    again = await load_work_dir(work_dir=work, settings=settings)
+    assert (again.counts["parts_loaded"], again.counts["parts_skipped"]) == (0, 6)
+
+
+def test_killed_between_copy_and_commit_then_rerun_is_exactly_once(tmp_path, fresh_url):
+    """A real crash inside the part's transaction: the test holds a lock on loaded_parts, so the
+    load blocks after its COPY and upserts, just before commit; then it is SIGKILLed."""
+    write_images(tmp_path / "images", {f"img{i}.jpg": encode(photo(i), "JPEG") for i in range(10)})
+    work = str(tmp_path / "work")
+    env = dict(os.environ) | {"DATABASE_URL": fresh_url}
+    run_imgvec("list", str(tmp_path / "images"), "--work-dir", work, env=env)
+    run_imgvec("embed", "--work-dir", work, "--pretrained", "none", "--part-size", "4", env=env)
+
+    async def scenario():
+        blocker = await asyncpg.connect(fresh_url)
+        await blocker.execute("BEGIN; LOCK TABLE loaded_parts IN EXCLUSIVE MODE")
+        proc = subprocess.Popen([*IMGVEC, "load", "--work-dir", work], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not await blocker.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'loaded_parts'::regclass AND NOT granted"
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None
+            await asyncio.sleep(0.05)
+        # The loader has COPYed part 0 and upserted it; it waits to record the part. Kill it.
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        await blocker.execute("ROLLBACK")
+        await blocker.close()
+
+    asyncio.run(scenario())
+    check = "SELECT (SELECT count(*) FROM embeddings), (SELECT count(*) FROM loaded_parts)"
+    # The killed client's transaction is rolled back by the server once it notices the socket close.
+    deadline = time.monotonic() + 10
+    while (out := run_imgvec("psql", "-tA", "-c", check, env=env).stdout.strip()) != "0|0":
+        assert time.monotonic() < deadline, out
+        time.sleep(0.2)
+
+    run_imgvec("load", "--work-dir", work, env=env)
+    out = run_imgvec("psql", "-tA", "-c",
+                     "SELECT count(*), count(DISTINCT object_id), (SELECT count(*) FROM loaded_parts) FROM embeddings",
+                     env=env)
+    assert out.stdout.strip() == "10|10|3"
+
+
+async def test_identical_bytes_under_a_new_locator_reuse_the_loaded_vector(tmp_path, settings, clips):
+    data = encode(photo(5), "PNG")
+    write_images(tmp_path / "images", {"a.png": data})
+    work = str(tmp_path / "work")
+    for _ in range(2):
+        await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
+        await embed_work_dir(work_dir=work, backend=clips[0], settings=settings)
+        result = await load_work_dir(work_dir=work, settings=settings)
+        write_images(tmp_path / "images", {"copy.png": data})
+    assert result.counts["reused"] == 1 and result.counts["rows"] == 0
+    rows = await fetch(settings, "SELECT o.name, e.embedding::text AS v FROM embeddings e JOIN objects o USING (object_id)")
+    assert sorted(r["name"] for r in rows) == ["a.png", "copy.png"]
+    assert rows[0]["v"] == rows[1]["v"]
+
+
+def test_run_twice_over_an_unchanged_source_embeds_nothing(tmp_path, fresh_url):
+    write_images(tmp_path / "images", {f"img{i}.jpg": encode(photo(i), "JPEG") for i in range(6)}
+                 | {"broken.jpg": b"not a jpeg"})
+    args = ["run", str(tmp_path / "images"), "--work-dir", str(tmp_path / "work"), "--pretrained", "none"]
+    env = {"DATABASE_URL": fresh_url}
+    first = run_imgvec(*args, env=env, check=False)
+    assert first.returncode == 3 and "6 embedded, 1 failed" in first.stdout
+    second = run_imgvec(*args, env=env, check=False)
+    assert second.returncode == 0, second.stderr
+    assert "0 new, 0 changed, 7 unchanged" in second.stdout and "0 embedded" in second.stdout
+    assert "0 parts loaded" in second.stdout
+    classic = ("SELECT image_id FROM image_embeddings WHERE image_id != 'img0.jpg' ORDER BY "
+               "embedding <-> (SELECT embedding FROM image_embeddings WHERE image_id = 'img0.jpg') LIMIT 5")
+    out = run_imgvec("psql", "-tA", "-c", classic, env=env)
+    assert len(out.stdout.split()) == 5
