@@ -243,3 +243,19 @@ async def test_vertex_local_files_go_as_bytes(tmp_path, settings, vertex):
     got = parse_vector(part_rows(tmp_path / "work")["embedding"][0])
     want = expected_vector("bytes", data, 256)
     assert np.allclose(got, want / np.linalg.norm(want), atol=1e-6)
+
+
+async def test_parts_can_live_in_a_gcs_work_dir(tmp_path, settings, gcs, clip):
+    client = gcs.client()
+    bucket = client.create_bucket("pics")
+    for i in range(3):
+        bucket.blob(f"p{i}.png").upload_from_string(encode(photo(i), "PNG"), content_type="image/png")
+    client.create_bucket("jobs")
+    await list_source("gs://pics", work_dir="gs://jobs/nightly", settings=settings)
+    first = await embed_work_dir(work_dir="gs://jobs/nightly", backend=clip, settings=settings)
+    assert first.counts["embedded"] == 3 and first.parts[0].startswith("gs://jobs/nightly/embeddings/")
+    names = sorted(b.name for b in client.list_blobs("jobs", prefix="nightly/embeddings/"))
+    folder = "nightly/embeddings/clip--ViT-B-32--none-seed0--512"
+    assert names == [f"{folder}/part-00000.csv", f"{folder}/space.json"]
+    again = await embed_work_dir(work_dir="gs://jobs/nightly", backend=clip, settings=settings)
+    assert (again.counts["embedded"], again.counts["already_embedded"]) == (0, 3)
