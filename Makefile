@@ -26,13 +26,12 @@ venv: $(VENV)/.installed-all
 test: $(VENV)/.installed-all
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Until the list/embed/load stages exist the demo shows the database half: an embedded
-# PostgreSQL with pgvector, migrated, answering in psql.
+# Generated images (nothing downloaded) -> imgvec run with CLIP on the embedded database -> psql.
+# PRETRAINED=none runs offline with random weights; the default falls back to it when the
+# weights cannot be fetched.
+PRETRAINED ?= laion2b_s34b_b79k
 demo: $(VENV)/.installed-all
-	$(VENV)/bin/imgvec db start
-	$(VENV)/bin/imgvec db status
-	$(VENV)/bin/imgvec psql -c "select extname, extversion from pg_extension where extname = 'vector'"
-	@echo "nothing more to demo yet: the list, embed and load stages come next"
+	$(PY) -m pipeline.demo --pretrained $(PRETRAINED)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
