@@ -56,11 +56,14 @@ from pipeline.cli import db as _db  # noqa: E402
 from pipeline.cli.embed_cmd import embed_command  # noqa: E402
 from pipeline.cli.list_cmd import list_command  # noqa: E402
 from pipeline.cli.load_cmd import load_command, run_command  # noqa: E402
+from pipeline.cli.search_cmd import search_command, text_embed_command  # noqa: E402
 
 app.command("list")(list_command)
 app.command("embed")(embed_command)
 app.command("load")(load_command)
 app.command("run")(run_command)
+app.command("search")(search_command)
+app.command("text-embed")(text_embed_command)
 app.add_typer(_db.db_app, name="db")
 app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_db.psql)
 

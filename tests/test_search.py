@@ -1,0 +1,88 @@
+"""Text and image search, and saved text queries used from SQL."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.db import open_database
+from pipeline.embedding.backends import get_backend
+from pipeline.embedding.stage import embed_work_dir
+from pipeline.listing import list_source
+from pipeline.loading import load_work_dir
+from pipeline.search import save_text_queries, score, search
+from pipeline.settings import Settings
+from tests.conftest import run_imgvec
+from tests.images import encode, photo, write_images
+
+pytest.importorskip("open_clip")
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return get_backend("clip", pretrained="none", device="cpu")
+
+
+@pytest.fixture
+async def loaded(tmp_path, fresh_url, imgvec_home, clip):
+    settings = Settings(home=imgvec_home, database_url=fresh_url)
+    write_images(tmp_path / "images", {f"img{i:02d}.png": encode(photo(i), "PNG") for i in range(20)})
+    work = str(tmp_path / "work")
+    await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
+    await embed_work_dir(work_dir=work, backend=clip, settings=settings)
+    await load_work_dir(work_dir=work, settings=settings)
+    return settings
+
+
+async def brute_force(conn, query: np.ndarray) -> list[str]:
+    rows = await conn.fetch("SELECT o.name, e.embedding FROM embeddings e JOIN objects o USING (object_id)")
+    names = [r["name"] for r in rows]
+    vectors = np.stack([r["embedding"].to_numpy() for r in rows])
+    return [names[i] for i in np.argsort(np.linalg.norm(vectors - query, axis=1))]
+
+
+async def test_text_query_saved_then_used_from_sql(loaded, clip):
+    async with open_database(loaded) as conn:
+        assert await save_text_queries(conn, clip, ["red car"]) == ["red car"]
+        sql = ("SELECT image_id FROM image_embeddings ORDER BY embedding <-> "
+               "(SELECT embedding FROM text_queries WHERE text = 'red car') LIMIT 5")
+        from_sql = [r[0] for r in await conn.fetch(sql)]
+        expected = (await brute_force(conn, next(clip.embed_texts(["red car"]))))[:5]
+        assert from_sql == expected
+        matches = await search(conn, clip, text="red car", k=5)
+        assert [m.name for m in matches] == expected
+        assert all(0 <= m.score <= 1 and m.score == pytest.approx(score(m.distance)) for m in matches)
+
+        # Analysts can queue a text from SQL; the next text-embed fills it.
+        await conn.execute("INSERT INTO text_queries (text) VALUES ('blue sky')")
+        assert await conn.fetchval("SELECT embedding FROM text_queries WHERE text = 'blue sky'") is None
+        assert await save_text_queries(conn, clip, []) == ["blue sky"]
+        stored = await conn.fetchval("SELECT embedding FROM text_queries WHERE text = 'blue sky'")
+        assert np.allclose(stored.to_numpy(), next(clip.embed_texts(["blue sky"])), atol=1e-6)
+
+
+async def test_image_and_hybrid_search(loaded, clip, tmp_path):
+    async with open_database(loaded) as conn:
+        by_name = await search(conn, clip, image="img03.png", k=5)
+        assert "img03.png" not in [m.name for m in by_name] and len(by_name) == 5
+        stored = await conn.fetchval(
+            "SELECT e.embedding FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img03.png'")
+        assert [m.name for m in by_name] == (await brute_force(conn, stored.to_numpy()))[1:6]
+
+        outside = tmp_path / "query.png"  # a file that was never listed: embedded on the spot
+        outside.write_bytes(encode(photo(3), "PNG"))
+        by_file = await search(conn, clip, image=str(outside), k=1)
+        assert by_file[0].name == "img03.png" and by_file[0].score > 0.999
+
+        hybrid = await search(conn, clip, text="a photo", image="img03.png", k=20, min_score=0.5)
+        assert hybrid and all(m.score >= 0.5 for m in hybrid)
+
+
+def test_cli_search_json(loaded):
+    out = run_imgvec("search", "red car", "--pretrained", "none", "--k", "3", "--json",
+                     env={"DATABASE_URL": loaded.database_url.get_secret_value()})
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 3 and set(rows[0]) == {"locator", "name", "distance", "score"}
+    assert [r["distance"] for r in rows] == sorted(r["distance"] for r in rows)
