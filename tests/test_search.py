@@ -86,3 +86,62 @@ def test_cli_search_json(loaded):
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == 3 and set(rows[0]) == {"locator", "name", "distance", "score"}
     assert [r["distance"] for r in rows] == sorted(r["distance"] for r in rows)
+
+
+def psql(settings, file: str, **variables) -> list[list[str]]:
+    import subprocess
+    from pathlib import Path
+
+    args = ["psql", settings.database_url.get_secret_value(), "-X", "-tA", "-F", "|", "-v", "ON_ERROR_STOP=1",
+            "-f", str(Path(__file__).resolve().parents[1] / "sql" / file)]
+    for name, value in variables.items():
+        args += ["-v", f"{name}={value}"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [line.split("|") for line in out.splitlines() if "|" in line]
+
+
+async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(loaded, clip, tmp_path):
+    async with open_database(loaded) as conn:
+        stored = await conn.fetchval(
+            "SELECT e.embedding FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img05.png'")
+        expected = (await brute_force(conn, stored.to_numpy()))[1:6]
+        await save_text_queries(conn, clip, ["red car"])
+        text_expected = (await brute_force(conn, next(clip.embed_texts(["red car"]))))[:4]
+        from_function = [r["image_id"] for r in await conn.fetch("SELECT * FROM similar_images('img05.png', 5)")]
+
+    similar = psql(loaded, "similar_images.sql", image="img05.png", k=5)
+    assert [row[0] for row in similar] == expected == from_function
+    assert all(0 <= float(score) <= 1 for _, _, score in similar)
+    assert [row[0] for row in psql(loaded, "text_search.sql", text="red car", k=4)] == text_expected
+    filtered = psql(loaded, "filtered_search.sql", image="img05.png", prefix="img1", k=3)
+    assert len(filtered) == 3 and all(row[0].startswith("img1") for row in filtered)  # k rows despite the filter
+
+    sample = psql(loaded, "diverse_sample.sql", n=5, bits=4)
+    assert 1 <= len(sample) <= 5 and len({row[1] for row in sample}) == len(sample)  # one per bucket
+    counts = psql(loaded, "space_counts.sql")
+    assert counts[0][4] == "20" and counts[0][6] == "embeddings_space_1_hnsw_l2"
+    assert len(psql(loaded, "run_history.sql", limit=10)) == 3  # list, embed, load
+    psql(loaded, "recent_failures.sql", days=1)
+    assert psql(loaded, "near_duplicates.sql", max_distance=0.0001) == []
+
+
+async def test_near_duplicates_finds_a_re_encoded_copy(tmp_path, fresh_url, imgvec_home, clip):
+    settings = Settings(home=imgvec_home, database_url=fresh_url)
+    images = {f"img{i:02d}.png": encode(photo(i, (128, 96)), "PNG") for i in range(8)}
+    images["img03-copy.jpg"] = encode(photo(3, (128, 96)), "JPEG", quality=95)  # same picture, other bytes
+    write_images(tmp_path / "images", images)
+    work = str(tmp_path / "work")
+    await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
+    await embed_work_dir(work_dir=work, backend=clip, settings=settings)
+    await load_work_dir(work_dir=work, settings=settings)
+    async with open_database(settings) as conn:
+        distances = sorted(
+            (float(r["d"]), r["a"], r["b"]) for r in await conn.fetch(
+                "SELECT a.image_id AS a, b.image_id AS b, a.embedding <-> b.embedding AS d "
+                "FROM image_embeddings a JOIN image_embeddings b ON a.image_id < b.image_id")
+        )
+    # (Random weights: only the ranking means something.) The copy is the closest pair; a threshold
+    # between it and the next pair finds it alone.
+    assert distances[0][1:] == ("img03-copy.jpg", "img03.png")
+    pairs = psql(settings, "near_duplicates.sql", max_distance=(distances[0][0] + distances[1][0]) / 2)
+    assert [(a, b) for a, b, *_ in pairs] == [("img03-copy.jpg", "img03.png")]
