@@ -161,7 +161,7 @@ async def test_compatibility_view_answers_the_classic_query_with_the_index(fresh
         # The same query as an analyst runs it from sql/, in the system psql.
         out = subprocess.run(
             ["psql", fresh_settings.database_url.get_secret_value(), "-X", "-tA", "-F", ",",
-             "-v", "image_id='IMG00042.jpg'", "-f", str(ROOT / "sql" / "similar_images.sql")],
+             "-v", "image=IMG00042.jpg", "-f", str(ROOT / "sql" / "similar_images.sql")],
             capture_output=True, text=True, check=True,
         )
         assert [line.split(",")[0] for line in out.stdout.split()] == expected
