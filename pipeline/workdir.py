@@ -19,7 +19,7 @@ class WorkDir:
             self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
             self.local = None
         else:
-            self.local = Path(self.spec).expanduser()
+            self.local = Path(self.spec).expanduser().absolute()
 
     def describe(self, relpath: str) -> str:
         if self.gcs:

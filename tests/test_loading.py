@@ -130,11 +130,25 @@ def test_run_twice_over_an_unchanged_source_embeds_nothing(tmp_path, fresh_url):
     env = {"DATABASE_URL": fresh_url}
     first = run_imgvec(*args, env=env, check=False)
     assert first.returncode == 3 and "6 embedded, 1 failed" in first.stdout
+    run_imgvec("psql", "-c", "INSERT INTO text_queries (text) VALUES ('green tree')", env=env)
     second = run_imgvec(*args, env=env, check=False)
     assert second.returncode == 0, second.stderr
     assert "0 new, 0 changed, 7 unchanged" in second.stdout and "0 embedded" in second.stdout
-    assert "0 parts loaded" in second.stdout
+    assert "0 parts loaded" in second.stdout and "embedded 1 pending text query" in second.stdout
     classic = ("SELECT image_id FROM image_embeddings WHERE image_id != 'img0.jpg' ORDER BY "
                "embedding <-> (SELECT embedding FROM image_embeddings WHERE image_id = 'img0.jpg') LIMIT 5")
     out = run_imgvec("psql", "-tA", "-c", classic, env=env)
     assert len(out.stdout.split()) == 5
+
+
+def test_index_rebuild_with_other_parameters(tmp_path, fresh_url):
+    write_images(tmp_path / "images", {f"img{i}.jpg": encode(photo(i), "JPEG") for i in range(4)})
+    env = {"DATABASE_URL": fresh_url}
+    run_imgvec("run", str(tmp_path / "images"), "--work-dir", str(tmp_path / "work"), "--pretrained", "none", env=env)
+    out = run_imgvec("index", "--rebuild", "--m", "8", "--ef-construction", "32", env=env)
+    assert "embeddings_space_1_hnsw_l2" in out.stdout
+    definition = run_imgvec("psql", "-tAc", "SELECT indexdef FROM pg_indexes WHERE indexname = 'embeddings_space_1_hnsw_l2'",
+                            env=env).stdout
+    assert "m='8'" in definition and "ef_construction='32'" in definition
+    missing = run_imgvec("index", "--space", "nope", env=env, check=False)
+    assert missing.returncode == 1 and "no embedding space 'nope'" in missing.stderr

@@ -55,12 +55,13 @@ def root(
 from pipeline.cli import db as _db  # noqa: E402
 from pipeline.cli.embed_cmd import embed_command  # noqa: E402
 from pipeline.cli.list_cmd import list_command  # noqa: E402
-from pipeline.cli.load_cmd import load_command, run_command  # noqa: E402
+from pipeline.cli.load_cmd import index_command, load_command, run_command  # noqa: E402
 from pipeline.cli.search_cmd import search_command, text_embed_command  # noqa: E402
 
 app.command("list")(list_command)
 app.command("embed")(embed_command)
 app.command("load")(load_command)
+app.command("index")(index_command)
 app.command("run")(run_command)
 app.command("search")(search_command)
 app.command("text-embed")(text_embed_command)

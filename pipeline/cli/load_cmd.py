@@ -8,6 +8,7 @@ import typer
 
 from pipeline.cli.embed_cmd import embed_command, run_embedding
 from pipeline.cli.list_cmd import list_command, run_listing
+from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 
 
@@ -19,6 +20,36 @@ def load_command(
     """Load the CSV parts of every space into PostgreSQL (exactly once), then index and ANALYZE."""
     result = run_loading(ctx.obj, work_dir=work_dir, index=index)
     typer.echo(f"loaded: {result.summary()}")
+
+
+def index_command(
+    ctx: typer.Context,
+    space: Annotated[str | None, typer.Option(help="Space id or name. Default: every space.")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the space's HNSW index and build it again.")] = False,
+    opclass: Annotated[str, typer.Option(help="vector_l2_ops (for <->), vector_cosine_ops (<=>) or vector_ip_ops (<#>).")] = "vector_l2_ops",
+    m: Annotated[int, typer.Option(help="HNSW links per node (recall vs size).")] = 16,
+    ef_construction: Annotated[int, typer.Option(help="HNSW build-time candidate list (recall vs build time).")] = 64,
+    maintenance_work_mem: Annotated[str, typer.Option(help="Memory for the build, e.g. 1GB.")] = "1GB",
+) -> None:
+    """Build (or with --rebuild, rebuild) HNSW indexes, e.g. to tune m and ef_construction."""
+    from pipeline.db import open_database, resolve_url
+    from pipeline.loading.indexing import build_index
+
+    async def run():
+        url = await resolve_url(ctx.obj)
+        async with open_database(ctx.obj) as conn:
+            spaces = await conn.fetch(
+                "SELECT space_id, name FROM embedding_spaces WHERE $1::text IS NULL OR name = $1 OR space_id::text = $1 "
+                "ORDER BY space_id", space)
+            if not spaces:
+                raise ConfigError(f"no embedding space {space!r}", hint="imgvec psql -c 'SELECT * FROM embedding_spaces'")
+            return [(row["name"], await build_index(conn, row["space_id"], rebuild=rebuild, opclass=opclass, m=m,
+                                                    ef_construction=ef_construction,
+                                                    maintenance_work_mem=maintenance_work_mem, progress_url=url))
+                    for row in spaces]
+
+    for name, index in asyncio.run(run()):
+        typer.echo(f"{name}: {index}")
 
 
 def run_loading(settings: Settings, *, work_dir: str | None, index: bool = True):
@@ -38,7 +69,22 @@ def run_command(ctx: typer.Context, **options) -> None:
     typer.echo(f"embedded: {embedding.summary()}")
     loading = run_loading(settings, work_dir=options["work_dir"])
     typer.echo(f"loaded: {loading.summary()}")
+    texts = _embed_pending_texts(settings, embedding.backend)
+    if texts:
+        typer.echo(f"embedded {len(texts)} pending text quer{'y' if len(texts) == 1 else 'ies'}")
     raise typer.Exit(embedding.exit_code)
+
+
+def _embed_pending_texts(settings: Settings, backend) -> list[str]:
+    """Texts analysts queued with INSERT INTO text_queries get their vectors with the nightly run."""
+    from pipeline.db import open_database
+    from pipeline.search import save_text_queries
+
+    async def run():
+        async with open_database(settings) as conn:
+            return await save_text_queries(conn, backend, [])
+
+    return asyncio.run(run())
 
 
 # `run` takes every option of `list` and of `embed`: its signature is theirs, joined, so the two

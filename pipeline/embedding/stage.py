@@ -36,6 +36,7 @@ class EmbedResult:
     manifest: str
     counts: Counter = field(default_factory=Counter)
     parts: list[str] = field(default_factory=list)
+    backend: EmbeddingBackend | None = None
 
     @property
     def exit_code(self) -> int:
@@ -66,7 +67,7 @@ async def embed_work_dir(*, work_dir: str, backend: EmbeddingBackend, settings: 
     async with open_database(settings) as conn:
         space_id = await register_space(conn, space)
         run_id = await start_run(conn, "embed", work.describe(manifest), space_id=space_id)
-        result = EmbedResult(run_id, space.name, work.describe(manifest))
+        result = EmbedResult(run_id, space.name, work.describe(manifest), backend=backend)
         try:
             index = await asyncio.to_thread(read_index, work, folder)
             if force:  # re-embed everything; new parts are numbered after the old ones

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.db import open_database
+from pipeline.db import open_database, resolve_url
 from pipeline.db.runs import finish_run, start_run
-from pipeline.db.spaces import EmbeddingSpace, create_hnsw_index, partition_name, register_space
+from pipeline.db.spaces import EmbeddingSpace, register_space
 from pipeline.embedding.checkpoints import SPACE_FILE
+from pipeline.loading.indexing import build_index
 from pipeline.errors import ConfigError
 from pipeline.progress import Progress
 from pipeline.settings import Settings
@@ -72,12 +73,13 @@ class LoadResult:
 
 
 async def load_work_dir(*, work_dir: str, settings: Settings | None = None, index: bool = True,
-                        maintenance_work_mem: str = "512MB") -> LoadResult:
+                        maintenance_work_mem: str = "1GB") -> LoadResult:
     settings = settings or Settings()
     work = WorkDir(work_dir)
     folders = sorted({p.rsplit("/", 1)[0] for p in work.list_tree("embeddings") if p.endswith(SPACE_FILE)})
     if not folders:
         raise ConfigError(f"no embeddings in {work.spec}", hint=f"run `imgvec embed --work-dir {work.spec}` first")
+    url = await resolve_url(settings)
     async with open_database(settings) as conn:
         run_id = await start_run(conn, "load", work.spec)
         result = LoadResult(run_id)
@@ -85,7 +87,7 @@ async def load_work_dir(*, work_dir: str, settings: Settings | None = None, inde
             for folder in folders:
                 await _load_space(conn, work, folder, run_id, result)
                 if index:
-                    result.indexes.append(await _ensure_index(conn, work, folder, maintenance_work_mem))
+                    result.indexes.append(await _ensure_index(conn, work, folder, maintenance_work_mem, url))
         except BaseException as err:
             await finish_run(conn, run_id, result.counts, "failed", err)
             raise
@@ -146,14 +148,8 @@ def read_part(work: WorkDir, path: str, dimension: int) -> tuple[list[str], list
     return frame["locator"].tolist(), frame["content_hash"].tolist(), flat.reshape(len(frame), dimension)
 
 
-async def _ensure_index(conn, work: WorkDir, folder: str, maintenance_work_mem: str) -> str:
-    space = read_space(work, folder)
-    space_id = await register_space(conn, space)
-    async with conn.transaction():
-        # A roomy, transaction-local budget: an HNSW build that fits in memory is many times faster.
-        await conn.execute(f"SET LOCAL maintenance_work_mem = '{maintenance_work_mem}'")
-        await conn.execute("SET LOCAL max_parallel_maintenance_workers = 1")
-        index = await create_hnsw_index(conn, space_id)
-    await conn.execute(f"ANALYZE {partition_name(space_id)}")
+async def _ensure_index(conn, work: WorkDir, folder: str, maintenance_work_mem: str, url: str) -> str:
+    space_id = await register_space(conn, read_space(work, folder))
+    index = await build_index(conn, space_id, maintenance_work_mem=maintenance_work_mem, progress_url=url)
     await conn.execute("ANALYZE objects")
     return index
