@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from peak_rss import peak_rss_mb  # noqa: E402
 
 
 def make_jpegs(folder: Path, n: int) -> None:
@@ -56,7 +58,7 @@ def child_clip(images: str, work: str) -> None:
     result = asyncio.run(embed_work_dir(work_dir=work, backend=backend, settings=settings, force=True))
     seconds = time.perf_counter() - started
     print(json.dumps({"images": result.counts["embedded"], "seconds": seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def forward_only(images: Path, n: int = 128, batch: int = 32) -> float:

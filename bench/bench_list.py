@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from peak_rss import peak_rss_mb  # noqa: E402
 
 
 def child(mode: str, spec: str, work_dir: str) -> None:
@@ -77,7 +79,7 @@ def child(mode: str, spec: str, work_dir: str) -> None:
     started = time.perf_counter()
     count = asyncio.run(run())
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"mode": mode, "objects": count, "seconds": seconds,
                       "upsert_seconds": upsert_seconds, "peak_rss_mb": peak_mb}))
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from peak_rss import peak_rss_mb  # noqa: E402
 
 from pipeline.db import connect, open_database  # noqa: E402
 from pipeline.db.connection import resolve_url  # noqa: E402
@@ -80,7 +82,7 @@ def child_load(url: str, work: str) -> None:
     started = time.perf_counter()
     result = asyncio.run(load_work_dir(work_dir=work, settings=settings, index=False))
     print(json.dumps({"rows": result.counts["rows"], "seconds": time.perf_counter() - started,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 async def bench_a(settings: Settings, scratch: Path, n: int = 100_000) -> None:

@@ -100,39 +100,56 @@ def read_space(work: WorkDir, folder: str) -> EmbeddingSpace:
         return EmbeddingSpace(**json.load(fh))
 
 
-async def _load_space(conn, work: WorkDir, folder: str, run_id: int, result: LoadResult) -> None:
+async def _load_space(conn, work: WorkDir, folder: str, run_id: int, result: LoadResult,
+                      parts_per_transaction: int = 16) -> None:
     space = read_space(work, folder)
     space_id = await register_space(conn, space)
     done = {r[0] for r in await conn.fetch("SELECT part FROM loaded_parts WHERE space_id = $1", space_id)}
-    parts = [p for p in work.list(folder) if _PART.search(p)]
+    # A part's identity is where it lives: two work dirs may both have a part-00000.
+    todo = [p for p in work.list(folder) if _PART.search(p) and work.describe(p) not in done]
+    result.counts["parts_skipped"] += sum(1 for p in work.list(folder) if _PART.search(p)) - len(todo)
+    groups = [todo[i:i + parts_per_transaction] for i in range(0, len(todo), parts_per_transaction)]
+    # Created once per connection and emptied at each commit: no catalog churn per part.
+    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS load_batch "
+                       "(locator text, content_hash text, embedding vector) ON COMMIT DELETE ROWS")
     progress = Progress("load", "vectors")
     try:
-        for path in parts:
-            name = work.describe(path)  # where the part lives: two work dirs may both have part-00000
-            if name in done:
-                result.counts["parts_skipped"] += 1
-                continue
-            locators, hashes, vectors = await asyncio.to_thread(read_part, work, path, space.dimension)
+        # Parsing the next group (CPU, in a thread) overlaps loading this one (in the server).
+        pending = asyncio.create_task(asyncio.to_thread(_read_group, work, groups[0], space.dimension)) if groups else None
+        for index in range(len(groups)):
+            locators, hashes, vectors, sizes = await pending
+            if index + 1 < len(groups):
+                pending = asyncio.create_task(asyncio.to_thread(_read_group, work, groups[index + 1], space.dimension))
             async with conn.transaction():
-                await conn.execute(
-                    "CREATE TEMP TABLE load_batch (locator text, content_hash text, embedding vector) ON COMMIT DROP"
-                )
                 await conn.copy_records_to_table(
                     "load_batch", records=zip(locators, hashes, vectors), columns=["locator", "content_hash", "embedding"]
                 )
                 await conn.execute(_UPSERT_BY_HASH, space_id)
                 await conn.execute(_UPSERT_BY_LOCATOR, space_id)
-                await conn.execute(
+                await conn.executemany(
                     "INSERT INTO loaded_parts (space_id, part, rows, run_id) VALUES ($1, $2, $3, $4)",
-                    space_id, name, len(locators), run_id,
+                    [(space_id, work.describe(path), rows, run_id) for path, rows in sizes],
                 )
-            result.counts["parts_loaded"] += 1
+            result.counts["parts_loaded"] += len(sizes)
             result.counts["rows"] += len(locators)
             progress.advance(len(locators), space=space.name)
         reused = await conn.execute(_REUSE_BY_HASH, space_id)
         result.counts["reused"] += int(reused.split()[-1])
     finally:
         progress.close()
+
+
+def _read_group(work: WorkDir, paths: list[str], dimension: int):
+    locators: list[str] = []
+    hashes: list[str] = []
+    vectors, sizes = [], []
+    for path in paths:
+        part_locators, part_hashes, part_vectors = read_part(work, path, dimension)
+        locators += part_locators
+        hashes += part_hashes
+        vectors.append(part_vectors)
+        sizes.append((path, len(part_locators)))
+    return locators, hashes, np.concatenate(vectors) if vectors else np.zeros((0, dimension), np.float32), sizes
 
 
 def read_part(work: WorkDir, path: str, dimension: int) -> tuple[list[str], list[str], np.ndarray]:
