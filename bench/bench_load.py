@@ -38,10 +38,15 @@ from pipeline.settings import Settings  # noqa: E402
 SPACE = EmbeddingSpace("bench", "clustered", "seed0", 512)
 
 
-def clustered(n: int, d: int = 512, clusters: int = 1000, seed: int = 0) -> np.ndarray:
+def clustered(n: int, d: int = 512, clusters: int = 1000, seed: int = 0, intrinsic: int = 32) -> np.ndarray:
+    """Unit vectors in clusters whose spread lies in a low-dimensional subspace, as image embeddings
+    do (their intrinsic dimension is tens, not 512). Isotropic 512-d noise would make every point
+    of a cluster equidistant from every other: no real collection looks like that."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, d)).astype(np.float32)
-    v = centres[rng.integers(0, clusters, n)] + 0.35 * rng.standard_normal((n, d)).astype(np.float32)
+    basis = rng.standard_normal((intrinsic, d)).astype(np.float32)
+    spread = (rng.standard_normal((n, intrinsic)).astype(np.float32) @ basis) * 0.5
+    v = centres[rng.integers(0, clusters, n)] + spread
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
