@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -95,15 +94,6 @@ async def connect(url: str, *, timeout: float = 15.0, register_vector: bool = Tr
             # The extension does not exist yet (a fresh database before its first migration).
             pass
     return conn
-
-
-@contextlib.asynccontextmanager
-async def connection(url: str, *, timeout: float = 15.0) -> AsyncIterator[asyncpg.Connection]:
-    conn = await connect(url, timeout=timeout)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def _ensure_embedded_database(admin_url: str | None, timeout: float) -> None:

@@ -132,16 +132,14 @@ def _embed_items(items, backend: EmbeddingBackend, reader: ObjectReader, writer:
             item.source = err
         return item
 
-    def flush(force: bool = False) -> None:
+    def write_part() -> None:
         nonlocal vectors, failed
-        if vectors or failed or force:
-            if len(vectors) + len(failed) >= part_size or force:
-                writer.write(vectors, failed)
-                counts["embedded"] += len(vectors)
-                counts["failed"] += len(failed)
-                all_failures.extend((loc, h, reason) for loc, h, reason, _ in failed)
-                progress.advance(len(vectors) + len(failed), failed=counts["failed"])
-                vectors, failed = [], []
+        writer.write(vectors, failed)
+        counts["embedded"] += len(vectors)
+        counts["failed"] += len(failed)
+        all_failures.extend((loc, h, reason) for loc, h, reason, _ in failed)
+        progress.advance(len(vectors) + len(failed), failed=counts["failed"])
+        vectors, failed = [], []
 
     try:
         with ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="read") as pool:
@@ -152,9 +150,10 @@ def _embed_items(items, backend: EmbeddingBackend, reader: ObjectReader, writer:
                 else:
                     vectors.append((item.locator, item.content_hash, outcome))
                 item.source = None  # let the decoded image go
-                flush()
+                if len(vectors) + len(failed) >= part_size:
+                    write_part()
         if vectors or failed:
-            flush(force=True)
+            write_part()
     finally:
         progress.close()
     return all_failures

@@ -106,8 +106,9 @@ async def _load_space(conn, work: WorkDir, folder: str, run_id: int, result: Loa
     space_id = await register_space(conn, space)
     done = {r[0] for r in await conn.fetch("SELECT part FROM loaded_parts WHERE space_id = $1", space_id)}
     # A part's identity is where it lives: two work dirs may both have a part-00000.
-    todo = [p for p in work.list(folder) if _PART.search(p) and work.describe(p) not in done]
-    result.counts["parts_skipped"] += sum(1 for p in work.list(folder) if _PART.search(p)) - len(todo)
+    parts = [p for p in work.list(folder) if _PART.search(p)]
+    todo = [p for p in parts if work.describe(p) not in done]
+    result.counts["parts_skipped"] += len(parts) - len(todo)
     groups = [todo[i:i + parts_per_transaction] for i in range(0, len(todo), parts_per_transaction)]
     # Created once per connection and emptied at each commit: no catalog churn per part.
     await conn.execute("CREATE TEMP TABLE IF NOT EXISTS load_batch "
