@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,7 @@ def main(sizes: list[int]) -> None:
             print(f"    {n:5d} images: {r['peak_rss_mb']:6.0f} MB")
     finally:
         EmbeddedPostgres(scratch / "home" / "pgdata").stop()
+        shutil.rmtree(scratch, ignore_errors=True)  # gigabytes of parts and database
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,7 @@ def main(sizes: list[int]) -> None:
                 print(f"{n:>8} {mode:>7} {rate:>10.0f} {rate / raw_rate:>7.2f} {share:>13} {r['peak_rss_mb']:>12.0f}")
     finally:
         EmbeddedPostgres(home / "pgdata").stop()
+        shutil.rmtree(scratch, ignore_errors=True)  # gigabytes of parts and database
 
 
 if __name__ == "__main__":

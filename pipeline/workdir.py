@@ -26,15 +26,14 @@ class WorkDir:
             return f"gs://{self.bucket}/{self._key(relpath)}"
         return str(self.local / relpath)
 
-    def scratch_file(self, relpath: str):
+    def scratch_file(self, relpath: str, *, binary: bool = False):
         """A temp file next to the final place (same filesystem, so the rename is atomic)."""
+        mode = {"mode": "w+b"} if binary else {"mode": "w+", "newline": "", "encoding": "utf-8"}
         if self.gcs:
-            return tempfile.NamedTemporaryFile("w+", suffix=".tmp", delete=False, newline="", encoding="utf-8")
+            return tempfile.NamedTemporaryFile(suffix=".tmp", delete=False, **mode)
         target = self.local / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.NamedTemporaryFile(
-            "w+", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False, newline="", encoding="utf-8"
-        )
+        return tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False, **mode)
 
     def publish(self, scratch_path: str, relpath: str, *, exclusive: bool = False) -> str | None:
         """Move a finished, closed scratch file into place; returns where it went. With
@@ -44,7 +43,7 @@ class WorkDir:
 
             blob = self._client().bucket(self.bucket).blob(self._key(relpath))
             try:
-                blob.upload_from_filename(scratch_path, content_type="text/csv",
+                blob.upload_from_filename(scratch_path, content_type=_content_type(relpath),
                                           if_generation_match=0 if exclusive else None)
             except PreconditionFailed:
                 return None
@@ -66,16 +65,20 @@ class WorkDir:
 
     def list(self, folder: str) -> list[str]:
         """Relative paths of the files directly in `folder`, sorted (scratch files left out)."""
+        return sorted(self.sizes(folder))
+
+    def sizes(self, folder: str) -> dict[str, int]:
+        """The files directly in `folder` with their sizes in bytes, from one listing."""
         if self.gcs:
             prefix = self._key(folder.rstrip("/") + "/")
-            names = [b.name for b in self._client().list_blobs(self.bucket, prefix=prefix, delimiter="/")]
             base = len(self._key(""))
-            return sorted(n[base:].lstrip("/") for n in names)
+            return {b.name[base:].lstrip("/"): b.size
+                    for b in self._client().list_blobs(self.bucket, prefix=prefix, delimiter="/")}
         path = self.local / folder
         if not path.is_dir():
-            return []
-        return sorted(f"{folder.rstrip('/')}/{p.name}" for p in path.iterdir()
-                      if p.is_file() and not p.name.startswith("."))
+            return {}
+        return {f"{folder.rstrip('/')}/{entry.name}": entry.stat().st_size for entry in os.scandir(path)
+                if entry.is_file() and not entry.name.startswith(".")}
 
     def list_tree(self, folder: str) -> list[str]:
         """Relative paths of every file below `folder`, sorted."""
@@ -93,6 +96,11 @@ class WorkDir:
             return io.StringIO(self._client().bucket(self.bucket).blob(self._key(relpath)).download_as_text())
         return open(self.local / relpath, newline="", encoding="utf-8")
 
+    def open_binary(self, relpath: str):
+        if self.gcs:
+            return io.BytesIO(self._client().bucket(self.bucket).blob(self._key(relpath)).download_as_bytes())
+        return open(self.local / relpath, "rb")
+
     def _client(self):
         from google.cloud import storage
 
@@ -106,6 +114,11 @@ class WorkDir:
 
     def _key(self, relpath: str) -> str:
         return f"{self.prefix}/{relpath}" if self.prefix else relpath
+
+
+def _content_type(relpath: str) -> str:
+    return "text/csv" if relpath.endswith(".csv") else "application/json" if relpath.endswith(".json") \
+        else "application/octet-stream"
 
 
 def _fsync_dir(path: Path) -> None:

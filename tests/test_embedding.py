@@ -19,6 +19,7 @@ from pipeline.embedding.backends import get_backend
 from pipeline.embedding.checkpoints import parse_vector
 from pipeline.embedding.stage import embed_work_dir
 from pipeline.listing import list_source
+from pipeline.loading import load_work_dir
 from pipeline.settings import Settings
 from tests.conftest import IMGVEC, run_imgvec
 from tests.fakes.vertex import FakeVertex, FakeVertexConfig, expected_vector
@@ -256,6 +257,15 @@ async def test_parts_can_live_in_a_gcs_work_dir(tmp_path, settings, gcs, clip):
     assert first.counts["embedded"] == 3 and first.parts[0].startswith("gs://jobs/nightly/embeddings/")
     names = sorted(b.name for b in client.list_blobs("jobs", prefix="nightly/embeddings/"))
     folder = "nightly/embeddings/clip--ViT-B-32--none-seed0--512"
-    assert names == [f"{folder}/part-00000.csv", f"{folder}/space.json"]
+    assert names == [f"{folder}/part-00000.csv", f"{folder}/part-00000.npz", f"{folder}/space.json"]
     again = await embed_work_dir(work_dir="gs://jobs/nightly", backend=clip, settings=settings)
     assert (again.counts["embedded"], again.counts["already_embedded"]) == (0, 3)
+    # The load reads the parts (through their binary twins) straight from the bucket.
+    loaded = await load_work_dir(work_dir="gs://jobs/nightly", settings=settings)
+    assert (loaded.counts["rows"], loaded.counts["parts_parsed_from_csv"]) == (3, 0)
+    client.bucket("jobs").blob(f"{folder}/part-00000.npz").delete()
+    conn = await connect(settings.database_url.get_secret_value())
+    await conn.execute("TRUNCATE loaded_parts")  # as if never loaded: the vectors get replaced
+    await conn.close()
+    reloaded = await load_work_dir(work_dir="gs://jobs/nightly", settings=settings)
+    assert (reloaded.counts["rows"], reloaded.counts["replaced"], reloaded.counts["parts_parsed_from_csv"]) == (3, 3, 1)

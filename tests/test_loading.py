@@ -15,8 +15,9 @@ import pytest
 from pipeline.db import connect
 from pipeline.embedding.backends import get_backend
 from pipeline.embedding.stage import embed_work_dir
+from pipeline.embedding.checkpoints import read_part
 from pipeline.listing import list_source
-from pipeline.loading import load_work_dir, read_part
+from pipeline.loading import load_work_dir
 from pipeline.settings import Settings
 from pipeline.workdir import WorkDir
 from tests.conftest import IMGVEC, run_imgvec
@@ -57,7 +58,12 @@ async def test_two_spaces_load_side_by_side_and_match_the_parts(tmp_path, settin
     assert counts == {1: 12, 2: 12}
     # What is in the table is what the part says, to float32 precision.
     parts = sorted((tmp_path / "work").glob("embeddings/*seed1*/part-*.csv"))
-    locators, _, vectors = read_part(WorkDir(work), str(parts[0].relative_to(tmp_path / "work")), 512)
+    relpath = str(parts[0].relative_to(tmp_path / "work"))
+    from_csv = read_part(WorkDir(work), relpath, 512, has_twin=False)
+    from_twin = read_part(WorkDir(work), relpath, 512, csv_size=parts[0].stat().st_size)
+    assert from_twin.from_twin and not from_csv.from_twin
+    assert from_twin.locators == from_csv.locators and np.array_equal(from_twin.vectors, from_csv.vectors)
+    locators, vectors = from_csv.locators, from_csv.vectors
     rows = await fetch(settings, "SELECT o.locator, e.embedding FROM embeddings e JOIN objects o USING (object_id) "
                                  "WHERE e.space_id = 2 AND o.locator = ANY($1)", locators)
     stored = {r["locator"]: r["embedding"].to_numpy() for r in rows}
@@ -121,6 +127,37 @@ async def test_identical_bytes_under_a_new_locator_reuse_the_loaded_vector(tmp_p
     rows = await fetch(settings, "SELECT o.name, e.embedding::text AS v FROM embeddings e JOIN objects o USING (object_id)")
     assert sorted(r["name"] for r in rows) == ["a.png", "copy.png"]
     assert rows[0]["v"] == rows[1]["v"]
+
+
+async def test_changed_image_replaces_its_vector_and_an_edited_csv_wins_over_its_twin(tmp_path, settings, clips):
+    write_images(tmp_path / "images", {f"img{i}.png": encode(photo(i), "PNG") for i in range(3)})
+    work = str(tmp_path / "work")
+    await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
+    await embed_work_dir(work_dir=work, backend=clips[0], settings=settings, part_size=3)
+    # Someone edits the CSV after the embed stage wrote it: the twin is stale and must be ignored.
+    part = next((tmp_path / "work").glob("embeddings/*/part-00000.csv"))
+    lines = part.read_text().splitlines(keepends=True)
+    first_vector = lines[1][lines[1].index('"[') + 1:lines[1].index(']"') + 1]
+    edited = "[" + ",".join(["0.5"] * 4 + ["0"] * 508) + "]"
+    part.write_text("".join([lines[0], lines[1].replace(first_vector, edited), *lines[2:]]))
+    await load_work_dir(work_dir=work, settings=settings)
+    stored = await fetch(settings, "SELECT o.locator, e.embedding::text AS v FROM embeddings e JOIN objects o USING (object_id)")
+    by_locator = {r["locator"]: r["v"] for r in stored}
+    assert len(by_locator) == 3 and by_locator[lines[1].split(",", 1)[0]] == edited
+
+    # A changed image: a new part (its twin removed, so the CSV is parsed) replaces the old vector.
+    write_images(tmp_path / "images", {"img1.png": encode(photo(7), "PNG")})
+    await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
+    await embed_work_dir(work_dir=work, backend=clips[0], settings=settings)
+    next((tmp_path / "work").glob("embeddings/*/part-00001.npz")).unlink()
+    result = await load_work_dir(work_dir=work, settings=settings)
+    assert (result.counts["rows"], result.counts["replaced"]) == (1, 1)
+    new_part = next((tmp_path / "work").glob("embeddings/*/part-00001.csv"))
+    expected = read_part(WorkDir(work), str(new_part.relative_to(tmp_path / "work")), 512, has_twin=False).vectors[0]
+    rows = await fetch(settings, "SELECT e.embedding, e.content_hash = o.content_hash AS current "
+                                 "FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img1.png'")
+    assert len(rows) == 1 and rows[0]["current"]
+    assert np.array_equal(rows[0]["embedding"].to_numpy(), expected)
 
 
 def test_run_twice_over_an_unchanged_source_embeds_nothing(tmp_path, fresh_url):

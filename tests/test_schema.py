@@ -125,6 +125,16 @@ async def test_two_spaces_side_by_side_each_uses_its_hnsw_index(fresh_settings):
         with pytest.raises(ValueError, match="HNSW indexes at most 2000"):
             await create_hnsw_index(conn, too_wide)
 
+        # Vectors that fit a page are stored inline: the 512-d rows put nothing in the TOAST table.
+        storage = dict(await conn.fetch(
+            "SELECT attrelid::regclass::text, attstorage::text FROM pg_attribute "
+            "WHERE attname = 'embedding' AND attrelid::regclass::text ~ '^embeddings_space_[0-9]+$'"))
+        assert storage == {f"embeddings_space_{clip_id}": "p", f"embeddings_space_{vertex_id}": "p",
+                           f"embeddings_space_{other}": "p", f"embeddings_space_{too_wide}": "e"}
+        toast = await conn.fetchval("SELECT pg_relation_size(reltoastrelid) FROM pg_class "
+                                    "WHERE relname = $1", f"embeddings_space_{clip_id}")
+        assert toast == 0
+
 
 CLASSIC_QUERY = """
 SELECT image_id, embedding <-> (SELECT embedding FROM image_embeddings WHERE image_id = $1) AS distance

@@ -39,6 +39,9 @@ class EmbeddingSpace:
         return f"{self.backend}/{self.model}/{self.weights}/{self.dimension}"
 
 
+INLINE_MAX_DIMENSION = 1900  # larger vectors do not fit a heap page inline
+
+
 def partition_name(space_id: int) -> str:
     return f"embeddings_space_{int(space_id)}"
 
@@ -63,6 +66,9 @@ async def register_space(conn: asyncpg.Connection, space: EmbeddingSpace) -> int
         await conn.execute(
             f"CREATE TABLE {partition} PARTITION OF embeddings FOR VALUES IN ({int(space_id)})"
         )
+        if space.dimension <= INLINE_MAX_DIMENSION:
+            # Inline rather than in the TOAST table: see migrations/versions/0005_lean_embeddings.py.
+            await conn.execute(f"ALTER TABLE {partition} ALTER COLUMN embedding SET STORAGE PLAIN")
         await _copy_comments(conn, "embeddings", partition, f"Vectors of space {space.name}: ")
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM embedding_spaces WHERE is_default)"):
             await _make_default(conn, space_id)

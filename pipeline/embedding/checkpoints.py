@@ -1,6 +1,12 @@
 """The embed stage's checkpoints: `embeddings/<space>/part-NNNNN.csv`, each published whole, and
 beside it `failures-NNNNN.csv` for the items of that part that could not be embedded.
 
+Each part also gets a binary twin, `part-NNNNN.npz` (the same rows: float32 vectors, locators,
+content hashes), because parsing 512 decimal floats per row costs more than the database needs to
+store the row. The CSV stays the checkpoint people and other tools read; the twin is published
+after its CSV, records the CSV's size, and is ignored if the CSV was changed since (or if it is
+missing): the load then parses the CSV.
+
 A part's existence is the proof its vectors are done, so a crash loses at most the parts in
 flight and a rerun recomputes nothing a part already holds. (The failures file follows its part;
 lost in a crash, its items are simply tried again.) Parts are keyed by content (the content hash, or the locator when the store
@@ -11,19 +17,34 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from pipeline.db.spaces import EmbeddingSpace
+from pipeline.errors import ConfigError
 from pipeline.workdir import WorkDir
 
 SPACE_FILE = "space.json"  # the space's definition, so the load stage can register it anywhere
 PART_COLUMNS = ["locator", "content_hash", "space", "embedding"]
 FAILURE_COLUMNS = ["locator", "content_hash", "stage", "reason", "permanent"]
 _PART = re.compile(r"part-(\d+)\.csv$")
+
+
+def binary_twin(part_path: str) -> str:
+    return part_path.removesuffix(".csv") + ".npz"
+
+
+@dataclass
+class PartRows:
+    locators: list[str]
+    content_hashes: list[str]  # "" where the store gives no hash
+    vectors: np.ndarray  # float32, one row per locator
+    from_twin: bool = False
 
 
 def space_folder(space: EmbeddingSpace) -> str:
@@ -103,19 +124,68 @@ class PartWriter:
         while True:
             number = self.number
             self.number += 1
-            path = self._publish(part_frame, f"{self.folder}/part-{number:05d}.csv", exclusive=True)
+            relpath = f"{self.folder}/part-{number:05d}.csv"
+            path, csv_size = self._publish(part_frame, relpath, exclusive=True)
             if path is None:
                 continue  # another process took this number meanwhile: use the next one
+            self._publish_twin(relpath, csv_size, part_frame, np.stack([v for _, _, v in vectors]) if vectors else None)
             if failures:
                 self._publish(failure_frame, f"{self.folder}/failures-{number:05d}.csv", exclusive=False)
             self.published.append(path)
             return path
 
-    def _publish(self, frame: pd.DataFrame, relpath: str, *, exclusive: bool) -> str | None:
+    def _publish_twin(self, relpath: str, csv_size: int, frame: pd.DataFrame, vectors: np.ndarray | None) -> None:
+        # Written only once the CSV has claimed its number, so a twin always belongs to its CSV.
+        twin = binary_twin(relpath)
+        scratch = self.work.scratch_file(twin, binary=True)
+        if vectors is None:
+            vectors = np.zeros((0, self.space.dimension), np.float32)
+        np.savez(scratch, vectors=vectors.astype(np.float32, copy=False),
+                 locator=np.array(frame["locator"].tolist(), dtype=str),
+                 content_hash=np.array(frame["content_hash"].tolist(), dtype=str),
+                 csv_size=np.int64(csv_size))
+        scratch.close()
+        self.work.publish(scratch.name, twin)
+
+    def _publish(self, frame: pd.DataFrame, relpath: str, *, exclusive: bool) -> tuple[str | None, int]:
         scratch = self.work.scratch_file(relpath)
         frame.to_csv(scratch, index=False)
         scratch.close()
+        size = os.path.getsize(scratch.name)
         path = self.work.publish(scratch.name, relpath, exclusive=exclusive)
         if path is None:
             self.work.discard(scratch.name)
-        return path
+        return path, size
+
+
+def read_part(work: WorkDir, path: str, dimension: int, csv_size: int | None = None,
+              has_twin: bool = True) -> PartRows:
+    """A part's rows: from its binary twin when that matches the CSV (`csv_size`, from the
+    folder listing), else parsed from the CSV."""
+    if has_twin and csv_size is not None:
+        rows = _read_twin(work, binary_twin(path), dimension, csv_size)
+        if rows is not None:
+            return rows
+    with work.open_text(path) as fh:
+        frame = pd.read_csv(fh, usecols=["locator", "content_hash", "embedding"], dtype=str, keep_default_na=False)
+    if frame.empty:
+        return PartRows([], [], np.zeros((0, dimension), dtype=np.float32))
+    # One C-level parse of all the part's vectors instead of one per row.
+    flat = np.fromstring(",".join(text[1:-1] for text in frame["embedding"]), dtype=np.float32, sep=",")
+    if flat.size != len(frame) * dimension:
+        raise ConfigError(f"{work.describe(path)}: vectors are not all of dimension {dimension}",
+                          hint="the part is damaged: delete it and rerun `imgvec embed` to recompute it")
+    return PartRows(frame["locator"].tolist(), frame["content_hash"].tolist(), flat.reshape(len(frame), dimension))
+
+
+def _read_twin(work: WorkDir, twin: str, dimension: int, csv_size: int) -> PartRows | None:
+    try:
+        with work.open_binary(twin) as fh, np.load(fh, allow_pickle=False) as data:
+            if int(data["csv_size"]) != csv_size:
+                return None  # the CSV was edited after the twin was written: the CSV wins
+            vectors, locators, hashes = data["vectors"], data["locator"], data["content_hash"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    if vectors.dtype != np.float32 or vectors.shape != (len(locators), dimension) or len(hashes) != len(locators):
+        return None
+    return PartRows(locators.tolist(), hashes.tolist(), vectors, from_twin=True)

@@ -1,9 +1,11 @@
 """The load stage: embed-stage CSV parts into PostgreSQL + pgvector. Entry point: `load_work_dir`.
 
-Each part goes in with one transaction: binary COPY (pgvector's codec) into a staging table, an
-upsert into the space's embeddings, and a row in loaded_parts. A crash anywhere — mid-COPY,
-before or after the commit — followed by a rerun neither loses nor duplicates a row, and parts
-already loaded are skipped. The HNSW index is built after the first bulk load of a space (far
+Parts go in a group at a time, each group in one transaction: the objects the rows are for are
+matched, vectors new to the space are binary-COPYed (pgvector's codec) straight into the space's
+partition, vectors that replace older ones go through a staging table, and the parts are recorded
+in loaded_parts. A crash anywhere — mid-COPY, before or after the commit — followed by a rerun
+neither loses nor duplicates a row, and parts already loaded are skipped. Rows are read from each
+part's binary twin when it has one (see pipeline.embedding.checkpoints), else parsed from the CSV. The HNSW index is built after the first bulk load of a space (far
 faster than inserting into an existing index) and maintained by PostgreSQL after that.
 """
 
@@ -16,12 +18,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
-from pipeline.db import open_database, resolve_url
+from pipeline.db import connect, open_database, resolve_url
 from pipeline.db.runs import finish_run, start_run
-from pipeline.db.spaces import EmbeddingSpace, register_space
-from pipeline.embedding.checkpoints import SPACE_FILE
+from pipeline.db.spaces import EmbeddingSpace, partition_name, register_space
+from pipeline.embedding.checkpoints import SPACE_FILE, PartRows, binary_twin, read_part
 from pipeline.loading.indexing import build_index
 from pipeline.errors import ConfigError
 from pipeline.progress import Progress
@@ -30,34 +31,36 @@ from pipeline.workdir import WorkDir
 
 _PART = re.compile(r"part-\d+\.csv$")
 
-_UPSERT_BY_HASH = """
-INSERT INTO embeddings (space_id, object_id, embedding, content_hash)
-SELECT DISTINCT ON (o.object_id) $1, o.object_id, s.embedding, s.content_hash
-FROM load_batch s JOIN objects o ON o.content_hash = s.content_hash
-WHERE s.content_hash <> ''
-ON CONFLICT (space_id, object_id) DO UPDATE
-SET embedding = EXCLUDED.embedding, content_hash = EXCLUDED.content_hash, created_at = now()
-"""
-# Objects whose store gives no content hash are matched by locator.
-_UPSERT_BY_LOCATOR = """
-INSERT INTO embeddings (space_id, object_id, embedding, content_hash)
-SELECT $1, o.object_id, s.embedding, NULL
-FROM load_batch s JOIN objects o ON o.locator = s.locator
-WHERE s.content_hash = ''
-ON CONFLICT (space_id, object_id) DO UPDATE
-SET embedding = EXCLUDED.embedding, content_hash = NULL, created_at = now()
+# Which objects a batch's rows are for: by content hash (identical bytes under several locators
+# all get the vector), or by locator where the store gives no hash.
+_OBJECTS_BY_HASH = "SELECT content_hash, object_id FROM objects WHERE content_hash = ANY($1::text[])"
+_OBJECTS_BY_LOCATOR = "SELECT locator, object_id FROM objects WHERE locator = ANY($1::text[])"
+# Which of them already have a vector in the space. (A separate probe by key: folded into one
+# query with the match as EXISTS, the planner hashed the whole partition for every batch.)
+_HAVE_VECTORS = "SELECT object_id FROM embeddings WHERE space_id = $1 AND object_id = ANY($2::bigint[])"
+_REPLACE_VECTORS = """
+UPDATE embeddings e
+SET embedding = b.embedding, content_hash = b.content_hash, created_at = now()
+FROM load_batch b
+WHERE e.space_id = $1 AND e.object_id = b.object_id
 """
 # Identical bytes listed under a new locator after their part was loaded: reuse the vector.
+# Objects lacking a current vector are found first, so the common case — none — never joins the
+# space's vectors by hash.
 _REUSE_BY_HASH = """
+WITH missing AS MATERIALIZED (
+    SELECT o.object_id, o.content_hash FROM objects o
+    WHERE o.deleted_at IS NULL AND o.content_hash IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM embeddings x
+                      WHERE x.space_id = $1 AND x.object_id = o.object_id AND x.content_hash = o.content_hash)
+)
 INSERT INTO embeddings (space_id, object_id, embedding, content_hash)
-SELECT DISTINCT ON (o.object_id) $1, o.object_id, e.embedding, e.content_hash
-FROM objects o JOIN embeddings e ON e.space_id = $1 AND e.content_hash = o.content_hash
-WHERE o.deleted_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM embeddings x
-                  WHERE x.space_id = $1 AND x.object_id = o.object_id AND x.content_hash = o.content_hash)
+SELECT DISTINCT ON (m.object_id) $1, m.object_id, e.embedding, e.content_hash
+FROM missing m JOIN embeddings e ON e.space_id = $1 AND e.content_hash = m.content_hash
 ON CONFLICT (space_id, object_id) DO UPDATE
 SET embedding = EXCLUDED.embedding, content_hash = EXCLUDED.content_hash, created_at = now()
 """
+_LOAD_LOCK = 0x696D676C64  # "imgld" + space_id: one loader per space at a time
 
 
 @dataclass
@@ -68,8 +71,9 @@ class LoadResult:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"{c['parts_loaded']} parts loaded ({c['rows']} vectors), {c['parts_skipped']} already loaded, "
-                f"{c['reused']} vectors reused for identical bytes; indexes: {', '.join(self.indexes) or 'none'}")
+        parsed = f" ({c['parts_parsed_from_csv']} parsed from CSV, no usable binary twin)" if c["parts_parsed_from_csv"] else ""
+        return (f"{c['parts_loaded']} parts loaded{parsed} ({c['rows']} vectors), {c['parts_skipped']} already "
+                f"loaded, {c['reused']} vectors reused for identical bytes; indexes: {', '.join(self.indexes) or 'none'}")
 
 
 async def load_work_dir(*, work_dir: str, settings: Settings | None = None, index: bool = True,
@@ -85,7 +89,7 @@ async def load_work_dir(*, work_dir: str, settings: Settings | None = None, inde
         result = LoadResult(run_id)
         try:
             for folder in folders:
-                await _load_space(conn, work, folder, run_id, result)
+                await _load_space(conn, url, work, folder, run_id, result)
                 if index:
                     result.indexes.append(await _ensure_index(conn, work, folder, maintenance_work_mem, url))
         except BaseException as err:
@@ -100,70 +104,126 @@ def read_space(work: WorkDir, folder: str) -> EmbeddingSpace:
         return EmbeddingSpace(**json.load(fh))
 
 
-async def _load_space(conn, work: WorkDir, folder: str, run_id: int, result: LoadResult,
-                      parts_per_transaction: int = 16) -> None:
+async def _load_space(conn, url: str, work: WorkDir, folder: str, run_id: int, result: LoadResult,
+                      parts_per_transaction: int = 32) -> None:
     space = read_space(work, folder)
     space_id = await register_space(conn, space)
-    done = {r[0] for r in await conn.fetch("SELECT part FROM loaded_parts WHERE space_id = $1", space_id)}
-    # A part's identity is where it lives: two work dirs may both have a part-00000.
-    parts = [p for p in work.list(folder) if _PART.search(p)]
-    todo = [p for p in parts if work.describe(p) not in done]
-    result.counts["parts_skipped"] += len(parts) - len(todo)
-    groups = [todo[i:i + parts_per_transaction] for i in range(0, len(todo), parts_per_transaction)]
-    # Created once per connection and emptied at each commit: no catalog churn per part.
-    await conn.execute("CREATE TEMP TABLE IF NOT EXISTS load_batch "
-                       "(locator text, content_hash text, embedding vector) ON COMMIT DELETE ROWS")
-    progress = Progress("load", "vectors")
+    # One loader per space at a time, for the whole load: what is loaded and which objects have a
+    # vector cannot change under us (other spaces load in parallel).
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOAD_LOCK + space_id)
+    # A second connection looks up the next group's objects while this one COPYs the current group.
+    matcher = await connect(url)
     try:
-        # Parsing the next group (CPU, in a thread) overlaps loading this one (in the server).
-        pending = asyncio.create_task(asyncio.to_thread(_read_group, work, groups[0], space.dimension)) if groups else None
-        for index in range(len(groups)):
-            locators, hashes, vectors, sizes = await pending
-            if index + 1 < len(groups):
-                pending = asyncio.create_task(asyncio.to_thread(_read_group, work, groups[index + 1], space.dimension))
-            async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "load_batch", records=zip(locators, hashes, vectors), columns=["locator", "content_hash", "embedding"]
-                )
-                await conn.execute(_UPSERT_BY_HASH, space_id)
-                await conn.execute(_UPSERT_BY_LOCATOR, space_id)
-                await conn.executemany(
-                    "INSERT INTO loaded_parts (space_id, part, rows, run_id) VALUES ($1, $2, $3, $4)",
-                    [(space_id, work.describe(path), rows, run_id) for path, rows in sizes],
-                )
-            result.counts["parts_loaded"] += len(sizes)
-            result.counts["rows"] += len(locators)
-            progress.advance(len(locators), space=space.name)
-        reused = await conn.execute(_REUSE_BY_HASH, space_id)
-        result.counts["reused"] += int(reused.split()[-1])
+        loader = _SpaceLoader(conn, matcher, work, space_id, run_id, result)
+        await loader.load(space, folder, parts_per_transaction)
     finally:
-        progress.close()
+        await matcher.close()
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOAD_LOCK + space_id)
 
 
-def _read_group(work: WorkDir, paths: list[str], dimension: int):
-    locators: list[str] = []
-    hashes: list[str] = []
-    vectors, sizes = [], []
-    for path in paths:
-        part_locators, part_hashes, part_vectors = read_part(work, path, dimension)
-        locators += part_locators
-        hashes += part_hashes
-        vectors.append(part_vectors)
-        sizes.append((path, len(part_locators)))
-    return locators, hashes, np.concatenate(vectors) if vectors else np.zeros((0, dimension), np.float32), sizes
+@dataclass
+class _SpaceLoader:
+    conn: object
+    matcher: object  # a second connection, for the objects lookups
+    work: WorkDir
+    space_id: int
+    run_id: int
+    result: LoadResult
+    #: the space had no vector when this load began: then only this load's own inserts exist
+    empty_at_start: bool = False
+
+    async def load(self, space: EmbeddingSpace, folder: str, parts_per_transaction: int) -> None:
+        conn, work = self.conn, self.work
+        done = {r[0] for r in await conn.fetch("SELECT part FROM loaded_parts WHERE space_id = $1", self.space_id)}
+        sizes = work.sizes(folder)
+        # A part's identity is where it lives: two work dirs may both have a part-00000.
+        parts = sorted(p for p in sizes if _PART.search(p))
+        todo = [p for p in parts if work.describe(p) not in done]
+        self.result.counts["parts_skipped"] += len(parts) - len(todo)
+        groups = [todo[i:i + parts_per_transaction] for i in range(0, len(todo), parts_per_transaction)]
+        self.empty_at_start = not await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {partition_name(self.space_id)})")
+        # Created once per connection and emptied at each commit: no catalog churn per part.
+        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS load_batch "
+                           "(object_id bigint, content_hash text, embedding vector) ON COMMIT DELETE ROWS")
+        progress = Progress("load", "vectors")
+
+        async def prepare(group: list[str]):
+            batch, loaded = await asyncio.to_thread(_read_group, work, group, space.dimension, sizes)
+            return batch, loaded, await _match_objects(self.matcher, batch)
+
+        pending = None
+        try:
+            # Preparing the next group (read in a thread, objects matched on the second connection)
+            # overlaps loading this one.
+            if groups:
+                pending = asyncio.create_task(prepare(groups[0]))
+            for index in range(len(groups)):
+                batch, loaded, targets = await pending
+                if index + 1 < len(groups):
+                    pending = asyncio.create_task(prepare(groups[index + 1]))
+                await self.load_group(batch, loaded, targets)
+                progress.advance(len(batch.locators), space=space.name)
+            if not self.empty_at_start:
+                # On a first load every object with a loaded hash got its vector from the parts.
+                reused = await conn.execute(_REUSE_BY_HASH, self.space_id)
+                self.result.counts["reused"] += int(reused.split()[-1])
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()  # a group failed: drop the one being prepared
+            progress.close()
+
+    async def load_group(self, batch: PartRows, parts: list[tuple[str, int, bool]],
+                         targets: list[tuple[int, int]]) -> None:
+        """One transaction: the vectors of objects new to the space go straight into its partition
+        with binary COPY; vectors that replace existing ones go through the staging table; the parts
+        are recorded as loaded. A crash before the commit leaves no trace; after it, the parts are
+        skipped."""
+        conn, space_id = self.conn, self.space_id
+        async with conn.transaction():
+            # Under the transaction, so it sees this load's own earlier groups.
+            have = {r[0] for r in await conn.fetch(_HAVE_VECTORS, space_id, [oid for _, oid in targets])}
+            hashes, vectors = batch.content_hashes, batch.vectors
+            new = [(row, oid) for row, oid in targets if oid not in have]
+            await conn.copy_records_to_table(
+                partition_name(space_id), columns=["space_id", "object_id", "embedding", "content_hash"],
+                records=((space_id, oid, vectors[row], hashes[row] or None) for row, oid in new),
+            )
+            replaced = [(row, oid) for row, oid in targets if oid in have]
+            if replaced:
+                await conn.copy_records_to_table(
+                    "load_batch", columns=["object_id", "content_hash", "embedding"],
+                    records=((oid, hashes[row] or None, vectors[row]) for row, oid in replaced),
+                )
+                await conn.execute(_REPLACE_VECTORS, space_id)
+            await conn.executemany(
+                "INSERT INTO loaded_parts (space_id, part, rows, run_id) VALUES ($1, $2, $3, $4)",
+                [(space_id, self.work.describe(path), rows, self.run_id) for path, rows, _ in parts],
+            )
+        counts = self.result.counts
+        counts["parts_loaded"] += len(parts)
+        counts["parts_parsed_from_csv"] += sum(not from_twin for _, _, from_twin in parts)
+        counts["rows"] += len(batch.locators)
+        counts["replaced"] += len(replaced)
 
 
-def read_part(work: WorkDir, path: str, dimension: int) -> tuple[list[str], list[str], np.ndarray]:
-    with work.open_text(path) as fh:
-        frame = pd.read_csv(fh, usecols=["locator", "content_hash", "embedding"], dtype="string", keep_default_na=False)
-    if frame.empty:
-        return [], [], np.zeros((0, dimension), dtype=np.float32)
-    # One C-level parse of all the part's vectors instead of one per row.
-    flat = np.fromstring(",".join(text[1:-1] for text in frame["embedding"]), dtype=np.float32, sep=",")
-    if flat.size != len(frame) * dimension:
-        raise ConfigError(f"{work.describe(path)}: vectors are not all of dimension {dimension}",
-                          hint="the part is damaged: delete it and rerun `imgvec embed` to recompute it")
-    return frame["locator"].tolist(), frame["content_hash"].tolist(), flat.reshape(len(frame), dimension)
+async def _match_objects(conn, batch: PartRows) -> list[tuple[int, int]]:
+    """(row, object_id) for every object a row of the batch is for; the last row wins when a
+    content hash appears twice."""
+    by_hash = {h: row for row, h in enumerate(batch.content_hashes) if h}
+    matched = [(by_hash[h], oid) for h, oid in await conn.fetch(_OBJECTS_BY_HASH, list(by_hash))]
+    if len(by_hash) < len(batch.locators):
+        by_locator = {loc: row for row, (loc, h) in enumerate(zip(batch.locators, batch.content_hashes)) if not h}
+        matched += [(by_locator[loc], oid) for loc, oid in await conn.fetch(_OBJECTS_BY_LOCATOR, list(by_locator))]
+    return matched
+
+
+def _read_group(work: WorkDir, paths: list[str], dimension: int, sizes: dict[str, int]) -> tuple[PartRows, list]:
+    """The rows of several parts as one batch, and (part, rows, read from its twin) for each part."""
+    parts = [read_part(work, path, dimension, sizes.get(path), binary_twin(path) in sizes) for path in paths]
+    vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, dimension), np.float32)
+    batch = PartRows([loc for p in parts for loc in p.locators], [h for p in parts for h in p.content_hashes], vectors)
+    return batch, [(path, len(p.locators), p.from_twin) for path, p in zip(paths, parts)]
 
 
 async def _ensure_index(conn, work: WorkDir, folder: str, maintenance_work_mem: str, url: str) -> str:
