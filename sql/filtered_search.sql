@@ -1,28 +1,33 @@
 -- Nearest images to an image among those matching a filter (name prefix, content type, date).
 -- pgvector 0.8's iterative index scan keeps reading the HNSW index until LIMIT rows pass the
--- filter, so a selective filter still returns k rows.
+-- filter, so a selective filter still returns k rows. A filter left at its default is not
+-- applied at all (the planner folds it away), and the ones given are plain column conditions
+-- the planner can estimate: it reads the HNSW index unless so few rows match that scanning
+-- just those is cheaper (and exact).
 --
 --   imgvec psql -v image=IMG001.jpg -v prefix=2026/ -v since=2026-01-01 -f sql/filtered_search.sql
 --
 -- Variables: image   query image name                        default IMG001.jpg
 --            prefix  keep names starting with this           default '' (all)
---            type    keep this content type, % wildcards     default image/%
---            since   keep objects updated on or after        default 1970-01-01
+--            type    keep this content type, % wildcards     default '' (all)
+--            since   keep objects updated on or after        default '' (all)
 --            k       how many                                default 10
+-- To see the plan (the HNSW index scan): add -v explain=EXPLAIN
 \if :{?image} \else \set image IMG001.jpg \endif
 \if :{?prefix} \else \set prefix '' \endif
-\if :{?type} \else \set type image/% \endif
-\if :{?since} \else \set since 1970-01-01 \endif
+\if :{?type} \else \set type '' \endif
+\if :{?since} \else \set since '' \endif
 \if :{?k} \else \set k 10 \endif
+\if :{?explain} \else \set explain '' \endif
 SET hnsw.iterative_scan = relaxed_order;
-SELECT * FROM (
+:explain SELECT * FROM (
     SELECT i.image_id, o.content_type, o.updated_at,
            i.embedding <-> (SELECT embedding FROM image_embeddings WHERE image_id = :'image') AS distance
     FROM image_embeddings i JOIN objects o ON o.locator = i.content
     WHERE i.image_id != :'image'
-      AND starts_with(i.image_id, :'prefix')
-      AND coalesce(o.content_type, '') LIKE :'type'
-      AND coalesce(o.updated_at, 'infinity') >= :'since'::timestamptz
+      AND (:'prefix' = '' OR starts_with(o.name, :'prefix'))
+      AND (:'type' = '' OR o.content_type LIKE :'type')
+      AND (:'since' = '' OR o.updated_at >= nullif(:'since', '')::timestamptz)
     ORDER BY distance
     LIMIT :k
 ) nearest ORDER BY distance;  -- relaxed_order may return rows slightly out of order: re-sort

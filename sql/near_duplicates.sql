@@ -6,9 +6,11 @@
 --
 -- Variables: max_distance  L2 distance under which two images count as duplicates   default 0.1
 --            neighbours    neighbours looked at per image                           default 5
+-- To see the plan (the HNSW index scan): add -v explain=EXPLAIN
 \if :{?max_distance} \else \set max_distance 0.1 \endif
 \if :{?neighbours} \else \set neighbours 5 \endif
-SELECT a.image_id AS image, b.image_id AS duplicate, b.distance, image_score(b.distance) AS score
+\if :{?explain} \else \set explain '' \endif
+:explain SELECT a.image_id AS image, b.image_id AS duplicate, b.distance, image_score(b.distance) AS score
 FROM image_embeddings a
 CROSS JOIN LATERAL (
     SELECT n.image_id, n.embedding <-> a.embedding AS distance

@@ -7,9 +7,11 @@
 -- Variables: image  the image's name as listed (objects.name)      default IMG001.jpg
 --            k      how many                                      default 5
 -- The same as a function: SELECT * FROM similar_images('IMG001.jpg', 5);
+-- To see the plan (the HNSW index scan): add -v explain=EXPLAIN
 \if :{?image} \else \set image IMG001.jpg \endif
 \if :{?k} \else \set k 5 \endif
-SELECT image_id,
+\if :{?explain} \else \set explain '' \endif
+:explain SELECT image_id,
        embedding <-> (SELECT embedding FROM image_embeddings WHERE image_id = :'image') AS distance,
        image_score(embedding <-> (SELECT embedding FROM image_embeddings WHERE image_id = :'image')) AS score
 FROM image_embeddings

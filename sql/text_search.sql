@@ -6,9 +6,11 @@
 --
 -- Variables: text  a text saved in text_queries      default 'red car'
 --            k     how many                          default 10
+-- To see the plan (the HNSW index scan): add -v explain=EXPLAIN
 \if :{?text} \else \set text 'red car' \endif
 \if :{?k} \else \set k 10 \endif
-SELECT image_id, content AS locator,
+\if :{?explain} \else \set explain '' \endif
+:explain SELECT image_id, content AS locator,
        embedding <-> (SELECT embedding FROM text_queries WHERE text = :'text') AS distance,
        image_score(embedding <-> (SELECT embedding FROM text_queries WHERE text = :'text')) AS score
 FROM image_embeddings

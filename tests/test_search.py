@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,16 +91,16 @@ def test_cli_search_json(loaded):
     assert [r["distance"] for r in rows] == sorted(r["distance"] for r in rows)
 
 
-def psql(settings, file: str, **variables) -> list[list[str]]:
-    import subprocess
-    from pathlib import Path
+def psql(settings, file: str, env: dict | None = None, **variables) -> list[list[str]]:
+    return [line.split("|") for line in psql_output(settings, file, env, **variables).splitlines() if "|" in line]
 
+
+def psql_output(settings, file: str, env: dict | None = None, **variables) -> str:
     args = ["psql", settings.database_url.get_secret_value(), "-X", "-tA", "-F", "|", "-v", "ON_ERROR_STOP=1",
             "-f", str(Path(__file__).resolve().parents[1] / "sql" / file)]
     for name, value in variables.items():
         args += ["-v", f"{name}={value}"]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    return [line.split("|") for line in out.splitlines() if "|" in line]
+    return subprocess.run(args, capture_output=True, text=True, check=True, env=os.environ | (env or {})).stdout
 
 
 async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(loaded, clip, tmp_path):
@@ -115,6 +118,9 @@ async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(l
     assert [row[0] for row in psql(loaded, "text_search.sql", text="red car", k=4)] == text_expected
     filtered = psql(loaded, "filtered_search.sql", image="img05.png", prefix="img1", k=3)
     assert len(filtered) == 3 and all(row[0].startswith("img1") for row in filtered)  # k rows despite the filter
+    typed = psql(loaded, "filtered_search.sql", image="img05.png", type="image/png", since="2000-01-01", k=4)
+    assert len(typed) == 4 and all(row[1] == "image/png" for row in typed)
+    assert psql(loaded, "filtered_search.sql", image="img05.png", type="image/jpeg") == []
 
     sample = psql(loaded, "diverse_sample.sql", n=5, bits=4)
     assert 1 <= len(sample) <= 5 and len({row[1] for row in sample}) == len(sample)  # one per bucket
@@ -123,6 +129,31 @@ async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(l
     assert len(psql(loaded, "run_history.sql", limit=10)) == 3  # list, embed, load
     psql(loaded, "recent_failures.sql", days=1)
     assert psql(loaded, "near_duplicates.sql", max_distance=0.0001) == []
+
+
+@pytest.mark.parametrize("file, variables", [
+    ("similar_images.sql", {"image": "img05.png"}),
+    ("text_search.sql", {"text": "red car"}),
+    # (With a very selective filter the planner rightly prefers an exact scan of the few matches.)
+    ("filtered_search.sql", {"image": "img05.png", "prefix": "filler1"}),
+    ("near_duplicates.sql", {}),
+])
+async def test_nearest_queries_are_served_by_the_hnsw_index(loaded, clip, file, variables):
+    # At 20 rows a scan beats any index, so the space gets 5,000 more (random unit vectors under
+    # their own names) — the size at which the planner's own choice can be checked.
+    rng = np.random.default_rng(3)
+    async with open_database(loaded) as conn:
+        await save_text_queries(conn, clip, ["red car"])
+        ids = [r[0] for r in await conn.fetch(
+            "INSERT INTO objects (locator, scheme, key, name, content_type) SELECT 'file:///filler/' || i, "
+            "'file', '/filler/' || i, 'filler' || i, 'image/png' FROM generate_series(1, 5000) i RETURNING object_id")]
+        vectors = rng.standard_normal((len(ids), 512)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        await conn.copy_records_to_table("embeddings", columns=["space_id", "object_id", "embedding"],
+                                         records=((1, oid, v) for oid, v in zip(ids, vectors)))
+        await conn.execute("ANALYZE")
+    plan = psql_output(loaded, file, explain="EXPLAIN (COSTS OFF)", **variables)
+    assert "Index Scan using embeddings_space_1_hnsw_l2" in plan, plan
 
 
 async def test_near_duplicates_finds_a_re_encoded_copy(tmp_path, fresh_url, imgvec_home, clip):
