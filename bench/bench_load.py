@@ -113,15 +113,16 @@ async def bench_a(settings: Settings, scratch: Path, n: int = 100_000) -> None:
             started = time.perf_counter()
             await conn.copy_records_to_table(table, records=zip(range(n), vectors), columns=["id", "embedding"])
             raw[storage] = n / (time.perf_counter() - started)
-        # ... and into a space's partition of `embeddings`, with its primary key and its foreign key
-        # to objects: the limit for this schema.
+        # ... and the same rows imgvec writes (vector + content hash) into a space's partition of
+        # `embeddings`, with its primary key and its foreign key to objects: the limit for this schema.
         twin_space = await register_space(conn, EmbeddingSpace("bench", "raw-copy", "seed0", 512))
         ids = [r[0] for r in await conn.fetch("SELECT object_id FROM objects ORDER BY object_id")]
         await conn.execute(f"ALTER TABLE {partition_name(twin_space)} SET (autovacuum_enabled = off)")
         await conn.execute("CHECKPOINT")
         started = time.perf_counter()
-        await conn.copy_records_to_table(partition_name(twin_space), columns=["space_id", "object_id", "embedding"],
-                                         records=((twin_space, ids[i], vectors[i]) for i in range(n)))
+        await conn.copy_records_to_table(partition_name(twin_space),
+                                         columns=["space_id", "object_id", "embedding", "content_hash"],
+                                         records=((twin_space, ids[i], vectors[i], f"md5:{i:032x}") for i in range(n)))
         raw_schema = n / (time.perf_counter() - started)
         await conn.execute("CREATE TABLE naive (id bigint, embedding vector(512)) WITH (autovacuum_enabled = off)")
         sample = 5_000

@@ -257,7 +257,8 @@ async def test_parts_can_live_in_a_gcs_work_dir(tmp_path, settings, gcs, clip):
     assert first.counts["embedded"] == 3 and first.parts[0].startswith("gs://jobs/nightly/embeddings/")
     names = sorted(b.name for b in client.list_blobs("jobs", prefix="nightly/embeddings/"))
     folder = "nightly/embeddings/clip--ViT-B-32--none-seed0--512"
-    assert names == [f"{folder}/part-00000.csv", f"{folder}/part-00000.npz", f"{folder}/space.json"]
+    assert names == [f"{folder}/failures-00000.csv", f"{folder}/part-00000.csv", f"{folder}/part-00000.npz",
+                     f"{folder}/space.json"]
     again = await embed_work_dir(work_dir="gs://jobs/nightly", backend=clip, settings=settings)
     assert (again.counts["embedded"], again.counts["already_embedded"]) == (0, 3)
     # The load reads the parts (through their binary twins) straight from the bucket.

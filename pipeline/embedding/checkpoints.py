@@ -8,8 +8,9 @@ after its CSV, records the CSV's size, and is ignored if the CSV was changed sin
 missing): the load then parses the CSV.
 
 A part's existence is the proof its vectors are done, so a crash loses at most the parts in
-flight and a rerun recomputes nothing a part already holds. (The failures file follows its part;
-lost in a crash, its items are simply tried again.) Parts are keyed by content (the content hash, or the locator when the store
+flight and a rerun recomputes nothing a part already holds. The failures file comes first and
+claims the part's number (it exists, maybe empty, for every part); one left without its part by a
+crash is ignored, and its items are simply tried again. Parts are keyed by content (the content hash, or the locator when the store
 gives no hash): identical bytes are embedded once per space, whatever their locators.
 """
 
@@ -39,12 +40,17 @@ def binary_twin(part_path: str) -> str:
     return part_path.removesuffix(".csv") + ".npz"
 
 
+def failures_file(part_path: str) -> str:
+    return re.sub(r"part-(\d+)\.csv$", r"failures-\1.csv", part_path)
+
+
 @dataclass
 class PartRows:
     locators: list[str]
     content_hashes: list[str]  # "" where the store gives no hash
     vectors: np.ndarray  # float32, one row per locator
     from_twin: bool = False
+    failures: pd.DataFrame | None = None  # the part's failures file (locator, content_hash, reason)
 
 
 def space_folder(space: EmbeddingSpace) -> str:
@@ -82,7 +88,7 @@ def read_index(work: WorkDir, folder: str) -> PartIndex:
         with work.open_text(path) as fh:
             frame = pd.read_csv(fh, usecols=["locator", "content_hash"], dtype="string", keep_default_na=False)
         index.done.update(content_key(loc, h) for loc, h in zip(frame["locator"], frame["content_hash"]))
-        failures = f"{folder}/failures-{number:05d}.csv"
+        failures = failures_file(path)
         if failures in files:
             with work.open_text(failures) as fh:
                 failed = pd.read_csv(fh, dtype={"locator": "string", "content_hash": "string"}, keep_default_na=False)
@@ -124,13 +130,16 @@ class PartWriter:
         while True:
             number = self.number
             self.number += 1
+            # The failures file (written even when empty) claims the number, then the part follows:
+            # a part's failures are on disk before the part, so no load can see one without the other.
+            claimed, _ = self._publish(failure_frame, f"{self.folder}/failures-{number:05d}.csv", exclusive=True)
+            if claimed is None:
+                continue  # another process took this number meanwhile: use the next one
             relpath = f"{self.folder}/part-{number:05d}.csv"
             path, csv_size = self._publish(part_frame, relpath, exclusive=True)
             if path is None:
-                continue  # another process took this number meanwhile: use the next one
+                continue  # (a writer that claims by part, not by failures file)
             self._publish_twin(relpath, csv_size, part_frame, np.stack([v for _, _, v in vectors]) if vectors else None)
-            if failures:
-                self._publish(failure_frame, f"{self.folder}/failures-{number:05d}.csv", exclusive=False)
             self.published.append(path)
             return path
 
@@ -176,6 +185,11 @@ def read_part(work: WorkDir, path: str, dimension: int, csv_size: int | None = N
         raise ConfigError(f"{work.describe(path)}: vectors are not all of dimension {dimension}",
                           hint="the part is damaged: delete it and rerun `imgvec embed` to recompute it")
     return PartRows(frame["locator"].tolist(), frame["content_hash"].tolist(), flat.reshape(len(frame), dimension))
+
+
+def read_failures(work: WorkDir, part_path: str) -> pd.DataFrame:
+    with work.open_text(failures_file(part_path)) as fh:
+        return pd.read_csv(fh, usecols=["locator", "content_hash", "reason"], dtype=str, keep_default_na=False)
 
 
 def _read_twin(work: WorkDir, twin: str, dimension: int, csv_size: int) -> PartRows | None:

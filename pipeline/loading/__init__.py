@@ -18,11 +18,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from pipeline.db import connect, open_database, resolve_url
 from pipeline.db.runs import finish_run, start_run
 from pipeline.db.spaces import EmbeddingSpace, partition_name, register_space
-from pipeline.embedding.checkpoints import SPACE_FILE, PartRows, binary_twin, read_part
+from pipeline.embedding.checkpoints import (
+    SPACE_FILE, PartRows, binary_twin, failures_file, read_failures, read_part,
+)
 from pipeline.loading.indexing import build_index
 from pipeline.errors import ConfigError
 from pipeline.progress import Progress
@@ -59,6 +62,22 @@ SELECT DISTINCT ON (m.object_id) $1, m.object_id, e.embedding, e.content_hash
 FROM missing m JOIN embeddings e ON e.space_id = $1 AND e.content_hash = m.content_hash
 ON CONFLICT (space_id, object_id) DO UPDATE
 SET embedding = EXCLUDED.embedding, content_hash = EXCLUDED.content_hash, created_at = now()
+"""
+# What the embed stage could not embed (a part's failures file): every object holding those bytes
+# gets a failure row — unless a vector arrives for it, which clears its row (see _CLEAR_FAILURES).
+_RECORD_FAILURES = """
+WITH f AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) AS f(locator, content_hash, reason))
+INSERT INTO failures (locator, stage, space_id, reason, run_id)
+SELECT o.locator, 'embed', $1::integer, f.reason, $2::bigint FROM f JOIN objects o ON o.content_hash = f.content_hash
+WHERE f.content_hash <> ''
+UNION ALL
+SELECT o.locator, 'embed', $1::integer, f.reason, $2::bigint FROM f JOIN objects o ON o.locator = f.locator
+WHERE f.content_hash = ''
+ON CONFLICT ON CONSTRAINT uq_failures_locator_stage_space_id DO NOTHING
+"""
+_CLEAR_FAILURES = """
+DELETE FROM failures f USING objects o
+WHERE f.stage = 'embed' AND f.space_id = $1 AND f.locator = o.locator AND o.object_id = ANY($2::bigint[])
 """
 _LOAD_LOCK = 0x696D676C64  # "imgld" + space_id: one loader per space at a time
 
@@ -131,6 +150,8 @@ class _SpaceLoader:
     result: LoadResult
     #: the space had no vector when this load began: then only this load's own inserts exist
     empty_at_start: bool = False
+    #: the space has failure rows, which vectors arriving for their objects must clear
+    has_failures: bool = False
 
     async def load(self, space: EmbeddingSpace, folder: str, parts_per_transaction: int) -> None:
         conn, work = self.conn, self.work
@@ -141,6 +162,8 @@ class _SpaceLoader:
         todo = [p for p in parts if work.describe(p) not in done]
         self.result.counts["parts_skipped"] += len(parts) - len(todo)
         groups = [todo[i:i + parts_per_transaction] for i in range(0, len(todo), parts_per_transaction)]
+        self.has_failures = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM failures WHERE stage = 'embed' AND space_id = $1)", self.space_id)
         self.empty_at_start = not await conn.fetchval(
             f"SELECT EXISTS (SELECT 1 FROM {partition_name(self.space_id)})")
         # Created once per connection and emptied at each commit: no catalog churn per part.
@@ -196,6 +219,13 @@ class _SpaceLoader:
                     records=((oid, hashes[row] or None, vectors[row]) for row, oid in replaced),
                 )
                 await conn.execute(_REPLACE_VECTORS, space_id)
+            failures = batch.failures
+            if failures is not None and len(failures):
+                await conn.execute(_RECORD_FAILURES, space_id, self.run_id, failures["locator"].tolist(),
+                                   failures["content_hash"].tolist(), failures["reason"].tolist())
+                self.has_failures = True
+            if self.has_failures:  # a vector clears an earlier failure (a retry that worked)
+                await conn.execute(_CLEAR_FAILURES, space_id, [oid for _, oid in targets])
             await conn.executemany(
                 "INSERT INTO loaded_parts (space_id, part, rows, run_id) VALUES ($1, $2, $3, $4)",
                 [(space_id, self.work.describe(path), rows, self.run_id) for path, rows, _ in parts],
@@ -223,6 +253,8 @@ def _read_group(work: WorkDir, paths: list[str], dimension: int, sizes: dict[str
     parts = [read_part(work, path, dimension, sizes.get(path), binary_twin(path) in sizes) for path in paths]
     vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, dimension), np.float32)
     batch = PartRows([loc for p in parts for loc in p.locators], [h for p in parts for h in p.content_hashes], vectors)
+    failures = [read_failures(work, path) for path in paths if failures_file(path) in sizes]
+    batch.failures = pd.concat(failures) if failures else None
     return batch, [(path, len(p.locators), p.from_twin) for path, p in zip(paths, parts)]
 
 
