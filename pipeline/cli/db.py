@@ -1,4 +1,4 @@
-"""`imgvec db start|stop|status|url|upgrade` and `imgvec psql`."""
+"""`imgvec db start|stop|status|url|upgrade|grant-reader` and `imgvec psql`."""
 
 from __future__ import annotations
 
@@ -89,6 +89,22 @@ def url(
 def upgrade(ctx: typer.Context) -> None:
     """Apply pending schema migrations (imgvec also does this on first use)."""
     typer.echo(f"schema at {asyncio.run(_migrated_revision(ctx.obj))}")
+
+
+@db_app.command("grant-reader")
+def grant_reader(ctx: typer.Context,
+                 role: Annotated[str, typer.Argument(help="the analysts' role (created if missing)")]) -> None:
+    """Give ROLE read-only access: every table, view and sql/ query, and no writes."""
+    created = asyncio.run(_grant_reader(ctx.obj, role))
+    typer.echo(f"{'created role' if created else 'role'} {role}: read-only access to imgvec's tables, views "
+               "and functions" + ("; set its password in psql with \\password" if created else ""))
+
+
+async def _grant_reader(settings: Settings, role: str) -> bool:
+    from pipeline.db.roles import grant_reader
+
+    async with open_database(settings) as conn:
+        return await grant_reader(conn, role)
 
 
 def psql(ctx: typer.Context) -> None:
