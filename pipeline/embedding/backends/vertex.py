@@ -97,7 +97,9 @@ class VertexBackend(EmbeddingBackend):
         parameters = json_format.ParseDict({"dimension": self.dimension}, struct_pb2.Value())
         for attempt in Retrying(
             retry=retry_if_exception_type(self._retryable),
-            wait=wait_random_exponential(multiplier=self.backoff, max=30),  # exponential backoff with jitter
+            # Exponential backoff with full jitter, capped at 10 s: a longer cap idles every worker long
+            # after a burst of 429s has passed (measured in tests/reliability/test_quota_storm.py).
+            wait=wait_random_exponential(multiplier=self.backoff, max=10),
             stop=stop_after_delay(self.retry_deadline),
             reraise=True,
         ):
