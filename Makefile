@@ -9,7 +9,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 PYTEST_ARGS ?=
 
-.PHONY: test demo venv clean
+.PHONY: test soak demo venv clean
 
 $(PY):
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found: install Python 3.12 (e.g. apt-get install python3.12 python3.12-venv)"; exit 1; }
@@ -25,6 +25,11 @@ venv: $(VENV)/.installed-all
 
 test: $(VENV)/.installed-all
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The reliability suite in its long form: 50 SIGKILL trials and a 20 s burst of 429s.
+SOAK_TRIALS ?= 50
+soak: $(VENV)/.installed-all
+	IMGVEC_CRASH_TRIALS=$(SOAK_TRIALS) IMGVEC_BURST_SECONDS=20 $(PY) -m pytest -m fault -s $(PYTEST_ARGS)
 
 # Generated images (nothing downloaded) -> imgvec run with CLIP on the embedded database -> psql.
 # PRETRAINED=none runs offline with random weights; the default falls back to it when the
