@@ -5,18 +5,22 @@ matched, vectors new to the space are binary-COPYed (pgvector's codec) straight 
 partition, vectors that replace older ones go through a staging table, and the parts are recorded
 in loaded_parts. A crash anywhere — mid-COPY, before or after the commit — followed by a rerun
 neither loses nor duplicates a row, and parts already loaded are skipped. Rows are read from each
-part's binary twin when it has one (see pipeline.embedding.checkpoints), else parsed from the CSV. The HNSW index is built after the first bulk load of a space (far
-faster than inserting into an existing index) and maintained by PostgreSQL after that.
+part's binary twin when it has one (see pipeline.embedding.checkpoints), else parsed from the CSV;
+each part's failures file is recorded alongside. The HNSW index is built after the first bulk
+load of a space (far faster than inserting into an existing index) and maintained by PostgreSQL
+after that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+import asyncpg
 import numpy as np
 import pandas as pd
 
@@ -136,8 +140,12 @@ async def _load_space(conn, url: str, work: WorkDir, folder: str, run_id: int, r
         loader = _SpaceLoader(conn, matcher, work, space_id, run_id, result)
         await loader.load(space, folder, parts_per_transaction)
     finally:
-        await matcher.close()
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOAD_LOCK + space_id)
+        # (A lost connection has released the lock already: do not mask the error that lost it.)
+        lost = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+        with contextlib.suppress(*lost):
+            await matcher.close()
+        with contextlib.suppress(*lost):
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOAD_LOCK + space_id)
 
 
 @dataclass
