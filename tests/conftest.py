@@ -47,22 +47,31 @@ async def server_url(imgvec_home) -> str:
     return await resolve_url(Settings(home=imgvec_home))
 
 
+async def create_database(server_url: str, prefix: str = "t") -> tuple[str, str]:
+    """A new, empty database on the server: (its name, its URL)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    return name, server_url.replace("/imgvec?", f"/{name}?")
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    admin = await connect(server_url, register_vector=False)
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
 async def fresh_url(server_url) -> str:
     """A new, empty database on the embedded server: tests that migrate or drop things get their own."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await connect(server_url, register_vector=False)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = server_url.replace("/imgvec?", f"/{name}?")
+    name, url = await create_database(server_url)
     yield url
-    admin = await connect(server_url, register_vector=False)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(server_url, name)
 
 
 @pytest.fixture

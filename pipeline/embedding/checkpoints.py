@@ -82,14 +82,13 @@ class PartIndex:
 
 def read_index(work: WorkDir, folder: str) -> PartIndex:
     index = PartIndex()
-    files = work.list(folder)
+    files = work.sizes(folder)
     parts = {int(m.group(1)): f for f in files if (m := _PART.search(f))}
+    empty_failures = len(",".join(FAILURE_COLUMNS)) + 2  # a header (and its line end) at most
     for number, path in parts.items():
-        with work.open_text(path) as fh:
-            frame = pd.read_csv(fh, usecols=["locator", "content_hash"], dtype="string", keep_default_na=False)
-        index.done.update(content_key(loc, h) for loc, h in zip(frame["locator"], frame["content_hash"]))
+        index.done.update(content_key(loc, h) for loc, h in _part_keys(work, path, files))
         failures = failures_file(path)
-        if failures in files:
+        if files.get(failures, 0) > empty_failures:
             with work.open_text(failures) as fh:
                 failed = pd.read_csv(fh, dtype={"locator": "string", "content_hash": "string"}, keep_default_na=False)
             permanent = failed[failed["permanent"].astype(str) == "True"]
@@ -185,6 +184,21 @@ def read_part(work: WorkDir, path: str, dimension: int, csv_size: int | None = N
         raise ConfigError(f"{work.describe(path)}: vectors are not all of dimension {dimension}",
                           hint="the part is damaged: delete it and rerun `imgvec embed` to recompute it")
     return PartRows(frame["locator"].tolist(), frame["content_hash"].tolist(), flat.reshape(len(frame), dimension))
+
+
+def _part_keys(work: WorkDir, path: str, sizes: dict[str, int]) -> zip:
+    """(locator, content_hash) of each row of a part: from its twin when that matches, else the CSV."""
+    twin = binary_twin(path)
+    if twin in sizes:
+        try:
+            with work.open_binary(twin) as fh, np.load(fh, allow_pickle=False) as data:
+                if int(data["csv_size"]) == sizes[path]:
+                    return zip(data["locator"].tolist(), data["content_hash"].tolist())
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass
+    with work.open_text(path) as fh:
+        frame = pd.read_csv(fh, usecols=["locator", "content_hash"], dtype=str, keep_default_na=False)
+    return zip(frame["locator"].tolist(), frame["content_hash"].tolist())
 
 
 def read_failures(work: WorkDir, part_path: str) -> pd.DataFrame:

@@ -4,12 +4,11 @@ backend (fast, no torch start-up, so a SIGKILL lands in any stage), and a genera
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 
-from pipeline.db import connect
+from tests.conftest import create_database, drop_database
 from tests.fakes.vertex import FakeVertex, FakeVertexConfig
 from tests.images import encode, photo, write_images
 
@@ -30,22 +29,13 @@ async def new_database(server_url):
     names: list[str] = []
 
     async def make() -> str:
-        name = f"r_{uuid.uuid4().hex[:12]}"
-        admin = await connect(server_url, register_vector=False)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
+        name, url = await create_database(server_url, prefix="r")
         names.append(name)
-        return server_url.replace("/imgvec?", f"/{name}?")
+        return url
 
     yield make
-    admin = await connect(server_url, register_vector=False)
-    try:
-        for name in names:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    for name in names:
+        await drop_database(server_url, name)
 
 
 @pytest.fixture
