@@ -4,6 +4,7 @@ Every file lands whole or not at all (temp file + rename, or a single upload).""
 from __future__ import annotations
 
 import io
+import mimetypes
 import os
 import tempfile
 from pathlib import Path
@@ -117,8 +118,7 @@ class WorkDir:
 
 
 def _content_type(relpath: str) -> str:
-    return "text/csv" if relpath.endswith(".csv") else "application/json" if relpath.endswith(".json") \
-        else "application/octet-stream"
+    return mimetypes.guess_type(relpath)[0] or "application/octet-stream"
 
 
 def _fsync_dir(path: Path) -> None:

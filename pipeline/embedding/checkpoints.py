@@ -34,6 +34,16 @@ SPACE_FILE = "space.json"  # the space's definition, so the load stage can regis
 PART_COLUMNS = ["locator", "content_hash", "space", "embedding"]
 FAILURE_COLUMNS = ["locator", "content_hash", "stage", "reason", "permanent"]
 _PART = re.compile(r"part-(\d+)\.csv$")
+_EMPTY_FAILURES = len(",".join(FAILURE_COLUMNS)) + 2  # a header (and its line end) at most
+
+
+def is_part(path: str) -> bool:
+    return _PART.search(path) is not None
+
+
+def has_failures(part_path: str, sizes: dict[str, int]) -> bool:
+    """Whether the part's failures file (from a listing's sizes) holds more than its header."""
+    return sizes.get(failures_file(part_path), 0) > _EMPTY_FAILURES
 
 
 def binary_twin(part_path: str) -> str:
@@ -41,7 +51,7 @@ def binary_twin(part_path: str) -> str:
 
 
 def failures_file(part_path: str) -> str:
-    return re.sub(r"part-(\d+)\.csv$", r"failures-\1.csv", part_path)
+    return _PART.sub(r"failures-\1.csv", part_path)
 
 
 @dataclass
@@ -84,12 +94,10 @@ def read_index(work: WorkDir, folder: str) -> PartIndex:
     index = PartIndex()
     files = work.sizes(folder)
     parts = {int(m.group(1)): f for f in files if (m := _PART.search(f))}
-    empty_failures = len(",".join(FAILURE_COLUMNS)) + 2  # a header (and its line end) at most
     for number, path in parts.items():
         index.done.update(content_key(loc, h) for loc, h in _part_keys(work, path, files))
-        failures = failures_file(path)
-        if files.get(failures, 0) > empty_failures:
-            with work.open_text(failures) as fh:
+        if has_failures(path, files):
+            with work.open_text(failures_file(path)) as fh:
                 failed = pd.read_csv(fh, dtype={"locator": "string", "content_hash": "string"}, keep_default_na=False)
             permanent = failed[failed["permanent"].astype(str) == "True"]
             index.failed_permanently.update(
@@ -171,7 +179,7 @@ def read_part(work: WorkDir, path: str, dimension: int, csv_size: int | None = N
     """A part's rows: from its binary twin when that matches the CSV (`csv_size`, from the
     folder listing), else parsed from the CSV."""
     if has_twin and csv_size is not None:
-        rows = _read_twin(work, binary_twin(path), dimension, csv_size)
+        rows = _read_twin(work, path, dimension, csv_size)
         if rows is not None:
             return rows
     with work.open_text(path) as fh:
@@ -188,14 +196,9 @@ def read_part(work: WorkDir, path: str, dimension: int, csv_size: int | None = N
 
 def _part_keys(work: WorkDir, path: str, sizes: dict[str, int]) -> zip:
     """(locator, content_hash) of each row of a part: from its twin when that matches, else the CSV."""
-    twin = binary_twin(path)
-    if twin in sizes:
-        try:
-            with work.open_binary(twin) as fh, np.load(fh, allow_pickle=False) as data:
-                if int(data["csv_size"]) == sizes[path]:
-                    return zip(data["locator"].tolist(), data["content_hash"].tolist())
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass
+    arrays = _twin_arrays(work, path, sizes[path], "locator", "content_hash") if binary_twin(path) in sizes else None
+    if arrays is not None:
+        return zip(arrays["locator"].tolist(), arrays["content_hash"].tolist())
     with work.open_text(path) as fh:
         frame = pd.read_csv(fh, usecols=["locator", "content_hash"], dtype=str, keep_default_na=False)
     return zip(frame["locator"].tolist(), frame["content_hash"].tolist())
@@ -206,14 +209,23 @@ def read_failures(work: WorkDir, part_path: str) -> pd.DataFrame:
         return pd.read_csv(fh, usecols=["locator", "content_hash", "reason"], dtype=str, keep_default_na=False)
 
 
-def _read_twin(work: WorkDir, twin: str, dimension: int, csv_size: int) -> PartRows | None:
-    try:
-        with work.open_binary(twin) as fh, np.load(fh, allow_pickle=False) as data:
-            if int(data["csv_size"]) != csv_size:
-                return None  # the CSV was edited after the twin was written: the CSV wins
-            vectors, locators, hashes = data["vectors"], data["locator"], data["content_hash"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+def _read_twin(work: WorkDir, path: str, dimension: int, csv_size: int) -> PartRows | None:
+    arrays = _twin_arrays(work, path, csv_size, "vectors", "locator", "content_hash")
+    if arrays is None:
         return None
+    vectors, locators, hashes = arrays["vectors"], arrays["locator"], arrays["content_hash"]
     if vectors.dtype != np.float32 or vectors.shape != (len(locators), dimension) or len(hashes) != len(locators):
         return None
     return PartRows(locators.tolist(), hashes.tolist(), vectors, from_twin=True)
+
+
+def _twin_arrays(work: WorkDir, path: str, csv_size: int, *names: str) -> dict[str, np.ndarray] | None:
+    """The named arrays of a part's twin; None when it is unreadable or the CSV was edited after
+    it was written (the CSV wins)."""
+    try:
+        with work.open_binary(binary_twin(path)) as fh, np.load(fh, allow_pickle=False) as data:
+            if int(data["csv_size"]) != csv_size:
+                return None
+            return {name: data[name] for name in names}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None

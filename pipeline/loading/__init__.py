@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -28,15 +27,13 @@ from pipeline.db import connect, open_database, resolve_url
 from pipeline.db.runs import finish_run, start_run
 from pipeline.db.spaces import EmbeddingSpace, partition_name, register_space
 from pipeline.embedding.checkpoints import (
-    SPACE_FILE, PartRows, binary_twin, failures_file, read_failures, read_part,
+    SPACE_FILE, PartRows, binary_twin, has_failures, is_part, read_failures, read_part,
 )
 from pipeline.loading.indexing import build_index
 from pipeline.errors import ConfigError
 from pipeline.progress import Progress
 from pipeline.settings import Settings
 from pipeline.workdir import WorkDir
-
-_PART = re.compile(r"part-\d+\.csv$")
 
 # Which objects a batch's rows are for: by content hash (identical bytes under several locators
 # all get the vector), or by locator where the store gives no hash.
@@ -112,9 +109,9 @@ async def load_work_dir(*, work_dir: str, settings: Settings | None = None, inde
         result = LoadResult(run_id)
         try:
             for folder in folders:
-                await _load_space(conn, url, work, folder, run_id, result)
+                space_id = await _load_space(conn, url, work, folder, run_id, result)
                 if index:
-                    result.indexes.append(await _ensure_index(conn, work, folder, maintenance_work_mem, url))
+                    result.indexes.append(await _ensure_index(conn, space_id, maintenance_work_mem, url))
         except BaseException as err:
             await finish_run(conn, run_id, result.counts, "failed", err)
             raise
@@ -128,7 +125,7 @@ def read_space(work: WorkDir, folder: str) -> EmbeddingSpace:
 
 
 async def _load_space(conn, url: str, work: WorkDir, folder: str, run_id: int, result: LoadResult,
-                      parts_per_transaction: int = 32) -> None:
+                      parts_per_transaction: int = 32) -> int:
     space = read_space(work, folder)
     space_id = await register_space(conn, space)
     # One loader per space at a time, for the whole load: what is loaded and which objects have a
@@ -146,6 +143,7 @@ async def _load_space(conn, url: str, work: WorkDir, folder: str, run_id: int, r
             await matcher.close()
         with contextlib.suppress(*lost):
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOAD_LOCK + space_id)
+    return space_id
 
 
 @dataclass
@@ -159,18 +157,18 @@ class _SpaceLoader:
     #: the space had no vector when this load began: then only this load's own inserts exist
     empty_at_start: bool = False
     #: the space has failure rows, which vectors arriving for their objects must clear
-    has_failures: bool = False
+    space_has_failures: bool = False
 
     async def load(self, space: EmbeddingSpace, folder: str, parts_per_transaction: int) -> None:
         conn, work = self.conn, self.work
         done = {r[0] for r in await conn.fetch("SELECT part FROM loaded_parts WHERE space_id = $1", self.space_id)}
         sizes = work.sizes(folder)
         # A part's identity is where it lives: two work dirs may both have a part-00000.
-        parts = sorted(p for p in sizes if _PART.search(p))
+        parts = sorted(p for p in sizes if is_part(p))
         todo = [p for p in parts if work.describe(p) not in done]
         self.result.counts["parts_skipped"] += len(parts) - len(todo)
         groups = [todo[i:i + parts_per_transaction] for i in range(0, len(todo), parts_per_transaction)]
-        self.has_failures = await conn.fetchval(
+        self.space_has_failures = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM failures WHERE stage = 'embed' AND space_id = $1)", self.space_id)
         self.empty_at_start = not await conn.fetchval(
             f"SELECT EXISTS (SELECT 1 FROM {partition_name(self.space_id)})")
@@ -231,8 +229,8 @@ class _SpaceLoader:
             if failures is not None and len(failures):
                 await conn.execute(_RECORD_FAILURES, space_id, self.run_id, failures["locator"].tolist(),
                                    failures["content_hash"].tolist(), failures["reason"].tolist())
-                self.has_failures = True
-            if self.has_failures:  # a vector clears an earlier failure (a retry that worked)
+                self.space_has_failures = True
+            if self.space_has_failures:  # a vector clears an earlier failure (a retry that worked)
                 await conn.execute(_CLEAR_FAILURES, space_id, [oid for _, oid in targets])
             await conn.executemany(
                 "INSERT INTO loaded_parts (space_id, part, rows, run_id) VALUES ($1, $2, $3, $4)",
@@ -261,13 +259,12 @@ def _read_group(work: WorkDir, paths: list[str], dimension: int, sizes: dict[str
     parts = [read_part(work, path, dimension, sizes.get(path), binary_twin(path) in sizes) for path in paths]
     vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, dimension), np.float32)
     batch = PartRows([loc for p in parts for loc in p.locators], [h for p in parts for h in p.content_hashes], vectors)
-    failures = [read_failures(work, path) for path in paths if failures_file(path) in sizes]
+    failures = [read_failures(work, path) for path in paths if has_failures(path, sizes)]
     batch.failures = pd.concat(failures) if failures else None
     return batch, [(path, len(p.locators), p.from_twin) for path, p in zip(paths, parts)]
 
 
-async def _ensure_index(conn, work: WorkDir, folder: str, maintenance_work_mem: str, url: str) -> str:
-    space_id = await register_space(conn, read_space(work, folder))
+async def _ensure_index(conn, space_id: int, maintenance_work_mem: str, url: str) -> str:
     index = await build_index(conn, space_id, maintenance_work_mem=maintenance_work_mem, progress_url=url)
     await conn.execute("ANALYZE objects")
     return index

@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 
-from pipeline.embedding.checkpoints import content_key, read_part
+from pipeline.embedding.checkpoints import content_key, is_part, read_part
 from pipeline.loading import read_space
 from pipeline.workdir import WorkDir
 
@@ -47,7 +47,7 @@ async def check_invariant(url: str, work_dir: str | Path) -> dict[str, int]:
             space = read_space(work, folder)
             space_id = await conn.fetchval("SELECT space_id FROM embedding_spaces WHERE name = $1", space.name)
             assert space_id is not None, f"space {space.name} was never loaded"
-            parts = [p for p in work.list(folder) if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".csv")]
+            parts = [p for p in work.list(folder) if is_part(p)]
             in_parts: dict[str, list[np.ndarray]] = defaultdict(list)
             for part in parts:
                 rows = read_part(work, part, space.dimension, has_twin=False)  # the CSV is the truth
