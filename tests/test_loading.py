@@ -15,9 +15,10 @@ import pytest
 from pipeline.db import connect
 from pipeline.embedding.backends import get_backend
 from pipeline.embedding.stage import embed_work_dir
-from pipeline.embedding.checkpoints import read_part
+from pipeline.db.spaces import EmbeddingSpace
+from pipeline.embedding.checkpoints import PartWriter, read_part, space_folder
 from pipeline.listing import list_source
-from pipeline.loading import load_work_dir
+from pipeline.loading import PARTS_PER_TRANSACTION, load_work_dir
 from pipeline.settings import Settings
 from pipeline.workdir import WorkDir
 from tests.conftest import IMGVEC, run_imgvec
@@ -158,6 +159,31 @@ async def test_changed_image_replaces_its_vector_and_an_edited_csv_wins_over_its
                                  "FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img1.png'")
     assert len(rows) == 1 and rows[0]["current"]
     assert np.array_equal(rows[0]["embedding"].to_numpy(), expected)
+
+
+async def test_an_object_in_several_groups_of_one_load_keeps_one_row_with_the_last_parts_vector(tmp_path, settings):
+    """Groups are prepared while the one before is written: an object whose earlier vector is in
+    that uncommitted group, or in a committed one, must be replaced, not COPYed twice."""
+    write_images(tmp_path / "images", {f"img{i}.png": encode(photo(i), "PNG") for i in range(3)})
+    work = str(tmp_path / "work")
+    await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
+    objects = {r["name"]: (r["locator"], r["content_hash"]) for r in await fetch(settings, "SELECT * FROM objects")}
+    space = EmbeddingSpace("test", "hand-written", "v1", 4)
+    writer = PartWriter(WorkDir(work), space_folder(space), space, 0)
+    # Group 0 is part 0 alone, group 1 the next PARTS_PER_TRANSACTION parts, group 2 the rest.
+    last = 1 + PARTS_PER_TRANSACTION + 1
+    appears = {"img0.png": range(last + 1),  # in every group: replaced while its last group is in flight
+               "img1.png": [1, last],  # in groups 1 and 2
+               "img2.png": [0, last]}  # in groups 0 and 2: replaced after its group committed
+    for part in range(last + 1):
+        writer.write([(*objects[name], np.full(4, part, np.float32)) for name, parts in appears.items()
+                      if part in parts], [])
+    result = await load_work_dir(work_dir=work, settings=settings)
+    rows = sum(len(parts) for parts in appears.values())
+    assert (result.counts["parts_loaded"], result.counts["rows"]) == (last + 1, rows)
+    assert result.counts["replaced"] == 2 + 1 + 1  # img0 in groups 1 and 2, img1 in 2, img2 in 2
+    stored = await fetch(settings, "SELECT o.name, e.embedding::text AS v FROM embeddings e JOIN objects o USING (object_id)")
+    assert sorted((r["name"], r["v"]) for r in stored) == [(name, f"[{last},{last},{last},{last}]") for name in appears]
 
 
 def test_run_twice_over_an_unchanged_source_embeds_nothing(tmp_path, fresh_url):
