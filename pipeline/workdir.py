@@ -81,15 +81,19 @@ class WorkDir:
         return {f"{folder.rstrip('/')}/{entry.name}": entry.stat().st_size for entry in os.scandir(path)
                 if entry.is_file() and not entry.name.startswith(".")}
 
-    def list_tree(self, folder: str) -> list[str]:
-        """Relative paths of every file below `folder`, sorted."""
+    def sizes_below(self, folder: str) -> dict[str, int]:
+        """Every file below `folder`, at any depth, with its size in bytes, from one listing."""
         if self.gcs:
             prefix = self._key(folder.rstrip("/") + "/")
             base = len(self._key(""))
-            return sorted(b.name[base:].lstrip("/") for b in self._client().list_blobs(self.bucket, prefix=prefix))
-        root = self.local / folder
-        return sorted(str(p.relative_to(self.local)) for p in root.rglob("*")
-                      if p.is_file() and not p.name.startswith(".")) if root.is_dir() else []
+            return {b.name[base:].lstrip("/"): b.size for b in self._client().list_blobs(self.bucket, prefix=prefix)}
+        found = {}
+        for directory, _, names in os.walk(self.local / folder):
+            relative = os.path.relpath(directory, self.local)
+            for name in names:
+                if not name.startswith("."):
+                    found[f"{relative}/{name}"] = os.stat(os.path.join(directory, name)).st_size
+        return found
 
     def open_text(self, relpath: str):
         """A text stream of a published file (for pandas)."""

@@ -18,7 +18,7 @@ from pipeline.embedding.stage import embed_work_dir
 from pipeline.db.spaces import EmbeddingSpace
 from pipeline.embedding.checkpoints import PartWriter, read_part, space_folder
 from pipeline.listing import list_source
-from pipeline.loading import PARTS_PER_TRANSACTION, load_work_dir
+from pipeline.loading import _groups, load_work_dir
 from pipeline.settings import Settings
 from pipeline.workdir import WorkDir
 from tests.conftest import IMGVEC, run_imgvec
@@ -170,8 +170,8 @@ async def test_an_object_in_several_groups_of_one_load_keeps_one_row_with_the_la
     objects = {r["name"]: (r["locator"], r["content_hash"]) for r in await fetch(settings, "SELECT * FROM objects")}
     space = EmbeddingSpace("test", "hand-written", "v1", 4)
     writer = PartWriter(WorkDir(work), space_folder(space), space, 0)
-    # Group 0 is part 0 alone, group 1 the next PARTS_PER_TRANSACTION parts, group 2 the rest.
-    last = 1 + PARTS_PER_TRANSACTION + 1
+    last = 6
+    assert [len(group) for group in _groups(list(range(last + 1)))] == [1, 2, 4]
     appears = {"img0.png": range(last + 1),  # in every group: replaced while its last group is in flight
                "img1.png": [1, last],  # in groups 1 and 2
                "img2.png": [0, last]}  # in groups 0 and 2: replaced after its group committed

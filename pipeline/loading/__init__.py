@@ -109,7 +109,11 @@ async def load_work_dir(*, work_dir: str, settings: Settings | None = None, inde
                         maintenance_work_mem: str = "1GB") -> LoadResult:
     settings = settings or Settings()
     work = WorkDir(work_dir)
-    folders = sorted({p.rsplit("/", 1)[0] for p in work.list_tree("embeddings") if p.endswith(SPACE_FILE)})
+    # One listing of every space's files, with their sizes: on GCS a listing is a request per 1,000.
+    by_folder: dict[str, dict[str, int]] = {}
+    for path, size in work.sizes_below("embeddings").items():
+        by_folder.setdefault(path.rsplit("/", 1)[0], {})[path] = size
+    folders = sorted(folder for folder, sizes in by_folder.items() if f"{folder}/{SPACE_FILE}" in sizes)
     if not folders:
         raise ConfigError(f"no embeddings in {work.spec}", hint=f"run `imgvec embed --work-dir {work.spec}` first")
     url = await resolve_url(settings)
@@ -118,7 +122,7 @@ async def load_work_dir(*, work_dir: str, settings: Settings | None = None, inde
         result = LoadResult(run_id)
         try:
             for folder in folders:
-                space_id = await _load_space(conn, url, work, folder, run_id, result)
+                space_id = await _load_space(conn, url, work, folder, by_folder[folder], run_id, result)
                 if index:
                     result.indexes.append(await _ensure_index(conn, space_id, maintenance_work_mem, url))
         except BaseException as err:
@@ -133,7 +137,8 @@ def read_space(work: WorkDir, folder: str) -> EmbeddingSpace:
         return EmbeddingSpace(**json.load(fh))
 
 
-async def _load_space(conn, url: str, work: WorkDir, folder: str, run_id: int, result: LoadResult) -> int:
+async def _load_space(conn, url: str, work: WorkDir, folder: str, sizes: dict[str, int], run_id: int,
+                      result: LoadResult) -> int:
     space = read_space(work, folder)
     space_id = await register_space(conn, space)
     # One loader per space at a time, for the whole load: what is loaded and which objects have a
@@ -143,7 +148,7 @@ async def _load_space(conn, url: str, work: WorkDir, folder: str, run_id: int, r
     matcher = await connect(url)
     try:
         loader = _SpaceLoader(conn, matcher, work, space_id, run_id, result)
-        await loader.load(space, folder)
+        await loader.load(space, sizes)
     finally:
         # (A lost connection has released the lock already: do not mask the error that lost it.)
         lost = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -181,17 +186,14 @@ class _SpaceLoader:
     #: the objects of the group being written while the next one is prepared (maybe not committed)
     in_flight: frozenset = frozenset()
 
-    async def load(self, space: EmbeddingSpace, folder: str) -> None:
+    async def load(self, space: EmbeddingSpace, sizes: dict[str, int]) -> None:
         conn, work = self.conn, self.work
         done = {r[0] for r in await conn.fetch("SELECT part FROM loaded_parts WHERE space_id = $1", self.space_id)}
-        sizes = work.sizes(folder)
         # A part's identity is where it lives: two work dirs may both have a part-00000.
         parts = sorted(p for p in sizes if is_part(p))
         todo = [p for p in parts if work.describe(p) not in done]
         self.result.counts["parts_skipped"] += len(parts) - len(todo)
-        # A first group of one part: writing starts after one part is prepared, not a whole group.
-        groups = [todo[:1]] + [todo[i:i + PARTS_PER_TRANSACTION] for i in range(1, len(todo), PARTS_PER_TRANSACTION)]
-        groups = [group for group in groups if group]
+        groups = _groups(todo)
         self.space_has_failures = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM failures WHERE stage = 'embed' AND space_id = $1)", self.space_id)
         self.empty_at_start = not await conn.fetchval(
@@ -268,6 +270,17 @@ class _SpaceLoader:
         counts["parts_parsed_from_csv"] += sum(not from_twin for _, _, from_twin in group.parts)
         counts["rows"] += group.rows
         counts["replaced"] += group.replaced_count
+
+
+def _groups(parts: list[str]) -> list[list[str]]:
+    """Groups of 1, 2, 4, ... parts up to PARTS_PER_TRANSACTION: writing starts as soon as one part
+    is ready, and each group is prepared while one half its size is written (preparing takes
+    about as long as writing)."""
+    groups, start, size = [], 0, 1
+    while start < len(parts):
+        groups.append(parts[start:start + size])
+        start, size = start + size, min(2 * size, PARTS_PER_TRANSACTION)
+    return groups
 
 
 def _encode(targets: list[tuple[int, int]], batch: PartRows, space_id: int | None = None) -> memoryview | None:

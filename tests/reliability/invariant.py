@@ -40,7 +40,7 @@ async def check_invariant(url: str, work_dir: str | Path) -> dict[str, int]:
         from pgvector.asyncpg import register_vector
 
         await register_vector(conn)
-        for space_file in work.list_tree("embeddings"):
+        for space_file in work.sizes_below("embeddings"):
             if not space_file.endswith("space.json"):
                 continue
             folder = space_file.rsplit("/", 1)[0]
