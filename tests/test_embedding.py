@@ -257,14 +257,14 @@ async def test_parts_can_live_in_a_gcs_work_dir(tmp_path, settings, gcs, clip):
     assert first.counts["embedded"] == 3 and first.parts[0].startswith("gs://jobs/nightly/embeddings/")
     names = sorted(b.name for b in client.list_blobs("jobs", prefix="nightly/embeddings/"))
     folder = "nightly/embeddings/clip--ViT-B-32--none-seed0--512"
-    assert names == [f"{folder}/failures-00000.csv", f"{folder}/part-00000.csv", f"{folder}/part-00000.npz",
+    assert names == [f"{folder}/failures-00000.csv", f"{folder}/part-00000.csv", f"{folder}/part-00000.npy",
                      f"{folder}/space.json"]
     again = await embed_work_dir(work_dir="gs://jobs/nightly", backend=clip, settings=settings)
     assert (again.counts["embedded"], again.counts["already_embedded"]) == (0, 3)
     # The load reads the parts (through their binary twins) straight from the bucket.
     loaded = await load_work_dir(work_dir="gs://jobs/nightly", settings=settings)
     assert (loaded.counts["rows"], loaded.counts["parts_parsed_from_csv"]) == (3, 0)
-    client.bucket("jobs").blob(f"{folder}/part-00000.npz").delete()
+    client.bucket("jobs").blob(f"{folder}/part-00000.npy").delete()
     conn = await connect(settings.database_url.get_secret_value())
     await conn.execute("TRUNCATE loaded_parts")  # as if never loaded: the vectors get replaced
     await conn.close()

@@ -62,7 +62,7 @@ async def test_two_spaces_load_side_by_side_and_match_the_parts(tmp_path, settin
     relpath = str(parts[0].relative_to(tmp_path / "work"))
     from_csv = read_part(WorkDir(work), relpath, 512, has_twin=False)
     from_twin = read_part(WorkDir(work), relpath, 512, csv_size=parts[0].stat().st_size)
-    assert from_twin.from_twin and not from_csv.from_twin
+    assert from_csv.parsed_csv and not from_twin.parsed_csv
     assert from_twin.locators == from_csv.locators and np.array_equal(from_twin.vectors, from_csv.vectors)
     locators, vectors = from_csv.locators, from_csv.vectors
     rows = await fetch(settings, "SELECT o.locator, e.embedding FROM embeddings e JOIN objects o USING (object_id) "
@@ -146,13 +146,14 @@ async def test_changed_image_replaces_its_vector_and_an_edited_csv_wins_over_its
     by_locator = {r["locator"]: r["v"] for r in stored}
     assert len(by_locator) == 3 and by_locator[lines[1].split(",", 1)[0]] == edited
 
-    # A changed image: a new part (its twin removed, so the CSV is parsed) replaces the old vector.
+    # A changed image: a new part (its twin damaged, so the CSV is parsed) replaces the old vector.
     write_images(tmp_path / "images", {"img1.png": encode(photo(7), "PNG")})
     await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
     await embed_work_dir(work_dir=work, backend=clips[0], settings=settings)
-    next((tmp_path / "work").glob("embeddings/*/part-00001.npz")).unlink()
+    twin = next((tmp_path / "work").glob("embeddings/*/part-00001.npy"))
+    twin.write_bytes(twin.read_bytes()[:200])
     result = await load_work_dir(work_dir=work, settings=settings)
-    assert (result.counts["rows"], result.counts["replaced"]) == (1, 1)
+    assert (result.counts["rows"], result.counts["replaced"], result.counts["parts_parsed_from_csv"]) == (1, 1, 1)
     new_part = next((tmp_path / "work").glob("embeddings/*/part-00001.csv"))
     expected = read_part(WorkDir(work), str(new_part.relative_to(tmp_path / "work")), 512, has_twin=False).vectors[0]
     rows = await fetch(settings, "SELECT e.embedding, e.content_hash = o.content_hash AS current "
@@ -163,27 +164,38 @@ async def test_changed_image_replaces_its_vector_and_an_edited_csv_wins_over_its
 
 async def test_an_object_in_several_groups_of_one_load_keeps_one_row_with_the_last_parts_vector(tmp_path, settings):
     """Groups are prepared while the one before is written: an object whose earlier vector is in
-    that uncommitted group, or in a committed one, must be replaced, not COPYed twice."""
-    write_images(tmp_path / "images", {f"img{i}.png": encode(photo(i), "PNG") for i in range(3)})
+    that uncommitted group, or in a committed one, must be replaced, not COPYed twice. Rows
+    matching no object, and one row for several objects (identical bytes), keep each vector with
+    its object."""
+    images = {f"img{i}.png": encode(photo(i), "PNG") for i in range(5)}
+    write_images(tmp_path / "images", images | {"img4-copy.png": images["img4.png"]})
     work = str(tmp_path / "work")
     await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
     objects = {r["name"]: (r["locator"], r["content_hash"]) for r in await fetch(settings, "SELECT * FROM objects")}
+    objects["ghost.png"] = ("file:///nowhere/ghost.png", "md5:0000")  # listed nowhere: matches no object
     space = EmbeddingSpace("test", "hand-written", "v1", 4)
     writer = PartWriter(WorkDir(work), space_folder(space), space, 0)
     last = 6
     assert [len(group) for group in _groups(list(range(last + 1)))] == [1, 2, 4]
-    appears = {"img0.png": range(last + 1),  # in every group: replaced while its last group is in flight
+    appears = {"ghost.png": [0, 3],
+               "img0.png": range(last + 1),  # in every group: replaced while its last group is in flight
                "img1.png": [1, last],  # in groups 1 and 2
-               "img2.png": [0, last]}  # in groups 0 and 2: replaced after its group committed
+               "img2.png": [0, last],  # in groups 0 and 2: replaced after its group committed
+               "img4.png": [0]}  # one row for img4 and img4-copy
     for part in range(last + 1):
-        writer.write([(*objects[name], np.full(4, part, np.float32)) for name, parts in appears.items()
-                      if part in parts], [])
+        writer.write([(*objects[name], np.array([part, k, 0, 1], np.float32))
+                      for k, (name, parts) in enumerate(appears.items()) if part in parts], [])
+    writer.write([], [(*objects["img3.png"], "cannot identify image file", True)])  # a part of failures only
     result = await load_work_dir(work_dir=work, settings=settings)
     rows = sum(len(parts) for parts in appears.values())
-    assert (result.counts["parts_loaded"], result.counts["rows"]) == (last + 1, rows)
+    assert (result.counts["parts_loaded"], result.counts["rows"], result.counts["parts_parsed_from_csv"]) == (last + 2, rows, 0)
     assert result.counts["replaced"] == 2 + 1 + 1  # img0 in groups 1 and 2, img1 in 2, img2 in 2
+    failures = await fetch(settings, "SELECT locator, reason FROM failures")
+    assert [tuple(r) for r in failures] == [(objects["img3.png"][0], "cannot identify image file")]
     stored = await fetch(settings, "SELECT o.name, e.embedding::text AS v FROM embeddings e JOIN objects o USING (object_id)")
-    assert sorted((r["name"], r["v"]) for r in stored) == [(name, f"[{last},{last},{last},{last}]") for name in appears]
+    assert sorted((r["name"], r["v"]) for r in stored) == [
+        ("img0.png", f"[{last},1,0,1]"), ("img1.png", f"[{last},2,0,1]"),
+        ("img2.png", f"[{last},3,0,1]"), ("img4-copy.png", "[0,4,0,1]"), ("img4.png", "[0,4,0,1]")]
 
 
 def test_run_twice_over_an_unchanged_source_embeds_nothing(tmp_path, fresh_url):

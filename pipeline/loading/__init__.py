@@ -20,6 +20,7 @@ import contextlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 
 import asyncpg
 import numpy as np
@@ -40,11 +41,12 @@ from pipeline.workdir import WorkDir
 
 # Which objects a batch's rows are for: by content hash (identical bytes under several locators
 # all get the vector), or by locator where the store gives no hash.
-_OBJECTS_BY_HASH = "SELECT content_hash, object_id FROM objects WHERE content_hash = ANY($1::text[])"
-_OBJECTS_BY_LOCATOR = "SELECT locator, object_id FROM objects WHERE locator = ANY($1::text[])"
+# (Two arrays, not a row per object: asyncpg decodes them at a fraction of the client's CPU.)
+_OBJECTS_BY_HASH = "SELECT array_agg(content_hash), array_agg(object_id) FROM objects WHERE content_hash = ANY($1::text[])"
+_OBJECTS_BY_LOCATOR = "SELECT array_agg(locator), array_agg(object_id) FROM objects WHERE locator = ANY($1::text[])"
 # Which of them already have a vector in the space. (A separate probe by key: folded into one
 # query with the match as EXISTS, the planner hashed the whole partition for every batch.)
-_HAVE_VECTORS = "SELECT object_id FROM embeddings WHERE space_id = $1 AND object_id = ANY($2::bigint[])"
+_HAVE_VECTORS = "SELECT array_agg(object_id) FROM embeddings WHERE space_id = $1 AND object_id = ANY($2::bigint[])"
 _REPLACE_VECTORS = """
 UPDATE embeddings e
 SET embedding = b.embedding, content_hash = b.content_hash, created_at = now()
@@ -162,7 +164,7 @@ async def _load_space(conn, url: str, work: WorkDir, folder: str, sizes: dict[st
 @dataclass
 class _Group:
     """A group of parts made ready to load: everything but the writes is done beforehand."""
-    parts: list[tuple[str, int, bool]]  # (part, rows, read from its twin)
+    parts: list[tuple[str, int, bool]]  # (part, rows, parsed from its CSV)
     rows: int
     object_ids: list[int]  # every object the rows are for
     new: memoryview | None  # binary COPY data of the vectors new to the space
@@ -184,7 +186,7 @@ class _SpaceLoader:
     #: the space has failure rows, which vectors arriving for their objects must clear
     space_has_failures: bool = False
     #: the objects of the group being written while the next one is prepared (maybe not committed)
-    in_flight: frozenset = frozenset()
+    in_flight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     async def load(self, space: EmbeddingSpace, sizes: dict[str, int]) -> None:
         conn, work = self.conn, self.work
@@ -226,21 +228,21 @@ class _SpaceLoader:
         """Read a group's parts (in a thread), match their objects and split them into new and
         replacing vectors (on the second connection), and encode both for COPY (in a thread)."""
         batch, parts = await asyncio.to_thread(_read_group, self.work, paths, dimension, sizes)
-        targets = await _match_objects(self.matcher, batch)
-        object_ids = [oid for _, oid in targets]
+        rows, object_ids = await _match_objects(self.matcher, batch)
         # Which objects have a vector: those committed (the probe) and those of the group being
         # written now, which the probe may not see yet. The groups before that one have committed,
         # and no other loader writes this space (the advisory lock).
-        have = self.in_flight.intersection(object_ids)
+        have = np.isin(object_ids, self.in_flight)
         if not (self.empty_at_start and self.result.counts["parts_loaded"] == 0):
-            have |= {r[0] for r in await self.matcher.fetch(_HAVE_VECTORS, self.space_id, object_ids)}
-        self.in_flight = frozenset(object_ids)
-        new = [(row, oid) for row, oid in targets if oid not in have]
-        replaced = [(row, oid) for row, oid in targets if oid in have]
+            committed = await self.matcher.fetchval(_HAVE_VECTORS, self.space_id, object_ids.tolist())
+            have |= np.isin(object_ids, committed or [])
+        self.in_flight = object_ids
+        new = ~have
         encoded_new, encoded_replaced = await asyncio.to_thread(
-            lambda: (_encode(new, batch, self.space_id), _encode(replaced, batch)))
-        return _Group(parts, len(batch.locators), object_ids, encoded_new, encoded_replaced, len(replaced),
-                      batch.failures)
+            lambda: (_encode(rows[new], object_ids[new], batch, self.space_id),
+                     _encode(rows[have], object_ids[have], batch)))
+        return _Group(parts, len(batch.locators), object_ids.tolist(), encoded_new, encoded_replaced,
+                      int(have.sum()), batch.failures)
 
     async def write(self, group: _Group) -> None:
         """One transaction: the vectors of objects new to the space go straight into its partition
@@ -267,7 +269,7 @@ class _SpaceLoader:
                                [rows for _, rows, _ in group.parts], self.run_id)
         counts = self.result.counts
         counts["parts_loaded"] += len(group.parts)
-        counts["parts_parsed_from_csv"] += sum(not from_twin for _, _, from_twin in group.parts)
+        counts["parts_parsed_from_csv"] += sum(parsed_csv for _, _, parsed_csv in group.parts)
         counts["rows"] += group.rows
         counts["replaced"] += group.replaced_count
 
@@ -283,37 +285,45 @@ def _groups(parts: list[str]) -> list[list[str]]:
     return groups
 
 
-def _encode(targets: list[tuple[int, int]], batch: PartRows, space_id: int | None = None) -> memoryview | None:
-    """Binary COPY data for (row, object_id) pairs: [space_id,] object_id, embedding, content_hash."""
-    if not targets:
+def _encode(rows: np.ndarray, object_ids: np.ndarray, batch: PartRows, space_id: int | None = None) -> memoryview | None:
+    """Binary COPY data for the batch's `rows`, each for its object: [space_id,] object_id,
+    embedding, content_hash."""
+    if not len(rows):
         return None
-    rows, object_ids = np.array(targets, dtype=np.int64).T
-    columns = [("int8", object_ids), ("vector", batch.vectors[rows]),
-               ("text", [batch.content_hashes[r] or None for r in rows])]
+    order = np.argsort(rows, kind="stable")  # in row order, all the rows need no copy of the vectors
+    rows, object_ids = rows[order], object_ids[order]
+    everything = np.array_equal(rows, np.arange(len(batch.vectors)))
+    hashes = batch.content_hashes
+    columns = [("int8", object_ids), ("vector", batch.vectors if everything else batch.vectors[rows]),
+               ("text", [hashes[r] or None for r in rows.tolist()])]
     if space_id is not None:
         columns.insert(0, ("int4", space_id))
-    return binary_copy(columns, len(targets))
+    return binary_copy(columns, len(rows))
 
 
-async def _match_objects(conn, batch: PartRows) -> list[tuple[int, int]]:
-    """(row, object_id) for every object a row of the batch is for; the last row wins when a
-    content hash appears twice."""
+async def _match_objects(conn, batch: PartRows) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, object_ids): each object a row of the batch is for, and that row; the last row wins
+    when a content hash appears twice."""
     by_hash = {h: row for row, h in enumerate(batch.content_hashes) if h}
-    matched = [(by_hash[h], oid) for h, oid in await conn.fetch(_OBJECTS_BY_HASH, list(by_hash))]
-    if len(by_hash) < len(batch.locators):
+    hashes, object_ids = await conn.fetchrow(_OBJECTS_BY_HASH, list(by_hash))
+    rows, object_ids = [by_hash[h] for h in hashes or ()], list(object_ids or ())
+    if not all(batch.content_hashes):
         by_locator = {loc: row for row, (loc, h) in enumerate(zip(batch.locators, batch.content_hashes)) if not h}
-        matched += [(by_locator[loc], oid) for loc, oid in await conn.fetch(_OBJECTS_BY_LOCATOR, list(by_locator))]
-    return matched
+        locators, more = await conn.fetchrow(_OBJECTS_BY_LOCATOR, list(by_locator))
+        rows += [by_locator[loc] for loc in locators or ()]
+        object_ids += more or []
+    return np.array(rows, np.int64), np.array(object_ids, np.int64)
 
 
 def _read_group(work: WorkDir, paths: list[str], dimension: int, sizes: dict[str, int]) -> tuple[PartRows, list]:
-    """The rows of several parts as one batch, and (part, rows, read from its twin) for each part."""
+    """The rows of several parts as one batch, and (part, rows, parsed from its CSV) for each part."""
     parts = [read_part(work, path, dimension, sizes.get(path), binary_twin(path) in sizes) for path in paths]
     vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, dimension), np.float32)
-    batch = PartRows([loc for p in parts for loc in p.locators], [h for p in parts for h in p.content_hashes], vectors)
+    batch = PartRows(list(chain.from_iterable(p.locators for p in parts)),
+                     list(chain.from_iterable(p.content_hashes for p in parts)), vectors)
     failures = [read_failures(work, path) for path in paths if has_failures(path, sizes)]
     batch.failures = pd.concat(failures) if failures else None
-    return batch, [(path, len(p.locators), p.from_twin) for path, p in zip(paths, parts)]
+    return batch, [(path, len(p.locators), p.parsed_csv) for path, p in zip(paths, parts)]
 
 
 async def _ensure_index(conn, space_id: int, maintenance_work_mem: str, url: str) -> str:
