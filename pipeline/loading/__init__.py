@@ -5,8 +5,9 @@ binary-COPYed straight into the space's partition, vectors that replace older on
 staging table, and the parts are recorded in loaded_parts. While one group is written the next is
 prepared — read, matched to its objects, split into new and replacing vectors, and encoded for
 COPY with NumPy in one go (pipeline.loading.binary_copy) — so the writing connection only streams
-ready buffers, as fast as a raw COPY. A crash anywhere — mid-COPY, before or after the commit — followed by a rerun
-neither loses nor duplicates a row, and parts already loaded are skipped. Rows are read from each
+ready buffers, at about the speed of a raw COPY. A crash anywhere — mid-COPY, before or after the
+commit — followed by a rerun neither loses nor duplicates a row, and parts already loaded are
+skipped. Rows are read from each
 part's binary twin when it has one (see pipeline.embedding.checkpoints), else parsed from the CSV;
 each part's failures file is recorded alongside. The HNSW index is built after the first bulk
 load of a space (far faster than inserting into an existing index) and maintained by PostgreSQL
@@ -42,7 +43,8 @@ from pipeline.workdir import WorkDir
 # Which objects a batch's rows are for: by content hash (identical bytes under several locators
 # all get the vector), or by locator where the store gives no hash.
 # (Two arrays, not a row per object: asyncpg decodes them at a fraction of the client's CPU.)
-_OBJECTS_BY_HASH = "SELECT array_agg(content_hash), array_agg(object_id) FROM objects WHERE content_hash = ANY($1::text[])"
+_OBJECTS_BY_HASH = ("SELECT array_agg(content_hash), array_agg(object_id) FROM objects "
+                    "WHERE content_hash = ANY($1::text[])")
 _OBJECTS_BY_LOCATOR = "SELECT array_agg(locator), array_agg(object_id) FROM objects WHERE locator = ANY($1::text[])"
 # Which of them already have a vector in the space. (A separate probe by key: folded into one
 # query with the match as EXISTS, the planner hashed the whole partition for every batch.)
@@ -187,6 +189,7 @@ class _SpaceLoader:
     space_has_failures: bool = False
     #: the objects of the group being written while the next one is prepared (maybe not committed)
     in_flight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    groups_written: int = 0
 
     async def load(self, space: EmbeddingSpace, sizes: dict[str, int]) -> None:
         conn, work = self.conn, self.work
@@ -233,7 +236,7 @@ class _SpaceLoader:
         # written now, which the probe may not see yet. The groups before that one have committed,
         # and no other loader writes this space (the advisory lock).
         have = np.isin(object_ids, self.in_flight)
-        if not (self.empty_at_start and self.result.counts["parts_loaded"] == 0):
+        if not (self.empty_at_start and self.groups_written == 0):
             committed = await self.matcher.fetchval(_HAVE_VECTORS, self.space_id, object_ids.tolist())
             have |= np.isin(object_ids, committed or [])
         self.in_flight = object_ids
@@ -267,6 +270,7 @@ class _SpaceLoader:
                 await conn.execute(_CLEAR_FAILURES, space_id, group.object_ids)
             await conn.execute(_RECORD_PARTS, space_id, [self.work.describe(path) for path, _, _ in group.parts],
                                [rows for _, rows, _ in group.parts], self.run_id)
+        self.groups_written += 1
         counts = self.result.counts
         counts["parts_loaded"] += len(group.parts)
         counts["parts_parsed_from_csv"] += sum(parsed_csv for _, _, parsed_csv in group.parts)
