@@ -1,12 +1,14 @@
 """The embed stage's checkpoints: `embeddings/<space>/part-NNNNN.csv`, each published whole, and
 beside it `failures-NNNNN.csv` for the items of that part that could not be embedded.
 
-Each part with rows also gets a binary twin, `part-NNNNN.npy`: the same rows as one NumPy record
-array (float32 vector, locator, content hash, and the CSV's size), because parsing 512 decimal
-floats per row costs more than the database needs to store the row, and one .npy is read in a
-single call (an .npz of separate arrays cost ~1 ms a part in zip handling). The CSV stays the
-checkpoint people and other tools read; the twin is published after its CSV and is ignored if the
-CSV was changed since (its size differs) or if it is missing: the load then parses the CSV.
+Each part with rows also gets a binary twin, `part-NNNNN.npy`, because parsing 512 decimal floats
+per row costs more than the database needs to store the row. It holds two NumPy arrays one after
+the other (`np.save` twice, `np.load` twice from one open file): the keys — locator, content hash
+and the CSV's size, a record per row — then the float32 vectors, so a reader that wants only the
+keys (the embed stage's restart) reads a few KB, and the vectors come in one contiguous read (an
+.npz cost ~1 ms a part in zip handling). The CSV stays the checkpoint people and other tools read;
+the twin is published after its CSV and is ignored if the CSV was changed since (its size
+differs) or if it is missing: the load then parses the CSV.
 
 A part's existence is the proof its vectors are done, so a crash loses at most the parts in
 flight and a rerun recomputes nothing a part already holds. The failures file comes first and
@@ -156,11 +158,12 @@ class PartWriter:
         if vectors is None:
             return  # an empty part is known empty from its CSV's size
         locators, hashes = (np.array(frame[column].tolist(), dtype=str) for column in ("locator", "content_hash"))
-        rows = np.empty(len(frame), _twin_type(vectors.shape[1], locators.dtype, hashes.dtype))
-        rows["vector"], rows["locator"], rows["content_hash"], rows["csv_size"] = vectors, locators, hashes, csv_size
+        keys = np.empty(len(frame), _keys_type(locators.dtype, hashes.dtype))
+        keys["locator"], keys["content_hash"], keys["csv_size"] = locators, hashes, csv_size
         twin = binary_twin(relpath)
         scratch = self.work.scratch_file(twin, binary=True)
-        np.save(scratch, rows, allow_pickle=False)
+        np.save(scratch, keys, allow_pickle=False)
+        np.save(scratch, vectors.astype("<f4", copy=False), allow_pickle=False)
         scratch.close()
         self.work.publish(scratch.name, twin)
 
@@ -182,9 +185,10 @@ def read_part(work: WorkDir, path: str, dimension: int, csv_size: int | None = N
     if csv_size is not None and csv_size <= _EMPTY_PART:
         return PartRows([], [], np.zeros((0, dimension), dtype=np.float32))
     if has_twin and csv_size is not None:
-        rows = _read_twin(work, path, csv_size)
-        if rows is not None and rows["vector"].shape[1:] == (dimension,):
-            return PartRows(rows["locator"].tolist(), rows["content_hash"].tolist(), rows["vector"])
+        twin = _read_twin(work, path, csv_size, with_vectors=True)
+        if twin is not None and twin[1].shape == (len(twin[0]), dimension):
+            keys, vectors = twin
+            return PartRows(keys["locator"].tolist(), keys["content_hash"].tolist(), vectors)
     with work.open_text(path) as fh:
         frame = pd.read_csv(fh, usecols=["locator", "content_hash", "embedding"], dtype=str, keep_default_na=False)
     if frame.empty:
@@ -202,9 +206,10 @@ def _part_keys(work: WorkDir, path: str, sizes: dict[str, int]) -> zip:
     """(locator, content_hash) of each row of a part: from its twin when that matches, else the CSV."""
     if sizes[path] <= _EMPTY_PART:
         return zip()
-    rows = _read_twin(work, path, sizes[path]) if binary_twin(path) in sizes else None
-    if rows is not None:
-        return zip(rows["locator"].tolist(), rows["content_hash"].tolist())
+    twin = _read_twin(work, path, sizes[path], with_vectors=False) if binary_twin(path) in sizes else None
+    if twin is not None:
+        keys, _ = twin
+        return zip(keys["locator"].tolist(), keys["content_hash"].tolist())
     with work.open_text(path) as fh:
         frame = pd.read_csv(fh, usecols=["locator", "content_hash"], dtype=str, keep_default_na=False)
     return zip(frame["locator"].tolist(), frame["content_hash"].tolist())
@@ -215,22 +220,23 @@ def read_failures(work: WorkDir, part_path: str) -> pd.DataFrame:
         return pd.read_csv(fh, usecols=["locator", "content_hash", "reason"], dtype=str, keep_default_na=False)
 
 
-def _twin_type(dimension: int, locator: np.dtype, content_hash: np.dtype) -> np.dtype:
-    return np.dtype([("vector", "<f4", (dimension,)), ("locator", locator), ("content_hash", content_hash),
-                     ("csv_size", "<i8")])
+def _keys_type(locator: np.dtype, content_hash: np.dtype) -> np.dtype:
+    return np.dtype([("locator", locator), ("content_hash", content_hash), ("csv_size", "<i8")])
 
 
-def _read_twin(work: WorkDir, path: str, csv_size: int) -> np.ndarray | None:
-    """A part's twin, or None when it is unreadable, not a twin, or its CSV was edited after it
-    was written (the CSV wins)."""
+def _read_twin(work: WorkDir, path: str, csv_size: int, *, with_vectors: bool) -> tuple | None:
+    """A part's twin: (keys, vectors or None); None when it is unreadable, not a twin, or its CSV
+    was edited after it was written (the CSV wins)."""
     try:
         with work.open_binary(binary_twin(path)) as fh:
-            rows = np.load(fh, allow_pickle=False)
+            keys = np.load(fh, allow_pickle=False)
+            if keys.dtype.names != ("locator", "content_hash", "csv_size") or keys.ndim != 1 or not len(keys):
+                return None
+            if int(keys["csv_size"][0]) != csv_size:
+                return None
+            vectors = np.load(fh, allow_pickle=False) if with_vectors else None
     except (OSError, ValueError, EOFError):
         return None
-    names = rows.dtype.names or ()
-    if names != ("vector", "locator", "content_hash", "csv_size") or rows.ndim != 1 or not len(rows):
+    if vectors is not None and vectors.dtype != np.float32:
         return None
-    if rows.dtype["vector"].base != np.float32 or int(rows["csv_size"][0]) != csv_size:
-        return None
-    return rows
+    return keys, vectors
