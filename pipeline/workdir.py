@@ -71,10 +71,7 @@ class WorkDir:
     def sizes(self, folder: str) -> dict[str, int]:
         """The files directly in `folder` with their sizes in bytes, from one listing."""
         if self.gcs:
-            prefix = self._key(folder.rstrip("/") + "/")
-            base = len(self._key(""))
-            return {b.name[base:].lstrip("/"): b.size
-                    for b in self._client().list_blobs(self.bucket, prefix=prefix, delimiter="/")}
+            return self._blob_sizes(folder, delimiter="/")
         path = self.local / folder
         if not path.is_dir():
             return {}
@@ -84,9 +81,7 @@ class WorkDir:
     def sizes_below(self, folder: str) -> dict[str, int]:
         """Every file below `folder`, at any depth, with its size in bytes, from one listing."""
         if self.gcs:
-            prefix = self._key(folder.rstrip("/") + "/")
-            base = len(self._key(""))
-            return {b.name[base:].lstrip("/"): b.size for b in self._client().list_blobs(self.bucket, prefix=prefix)}
+            return self._blob_sizes(folder, delimiter=None)
         found = {}
         for directory, _, names in os.walk(self.local / folder):
             relative = os.path.relpath(directory, self.local)
@@ -105,6 +100,13 @@ class WorkDir:
         if self.gcs:
             return io.BytesIO(self._client().bucket(self.bucket).blob(self._key(relpath)).download_as_bytes())
         return open(self.local / relpath, "rb")
+
+    def _blob_sizes(self, folder: str, delimiter: str | None) -> dict[str, int]:
+        """Objects under `folder` (with delimiter "/": directly in it) by relative path, with sizes."""
+        prefix = self._key(folder.rstrip("/") + "/")
+        base = len(self._key(""))
+        return {b.name[base:].lstrip("/"): b.size
+                for b in self._client().list_blobs(self.bucket, prefix=prefix, delimiter=delimiter)}
 
     def _client(self):
         from google.cloud import storage

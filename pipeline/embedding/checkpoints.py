@@ -100,9 +100,8 @@ def read_index(work: WorkDir, folder: str) -> PartIndex:
     for number, path in parts.items():
         index.done.update(content_key(loc, h) for loc, h in _part_keys(work, path, files))
         if has_failures(path, files):
-            with work.open_text(failures_file(path)) as fh:
-                failed = pd.read_csv(fh, dtype={"locator": "string", "content_hash": "string"}, keep_default_na=False)
-            permanent = failed[failed["permanent"].astype(str) == "True"]
+            failed = read_failures(work, path)
+            permanent = failed[failed["permanent"] == "True"]
             index.failed_permanently.update(
                 content_key(loc, h) for loc, h in zip(permanent["locator"], permanent["content_hash"])
             )
@@ -216,8 +215,9 @@ def _part_keys(work: WorkDir, path: str, sizes: dict[str, int]) -> zip:
 
 
 def read_failures(work: WorkDir, part_path: str) -> pd.DataFrame:
+    """A part's failures file, every column as text ('' where empty)."""
     with work.open_text(failures_file(part_path)) as fh:
-        return pd.read_csv(fh, usecols=["locator", "content_hash", "reason"], dtype=str, keep_default_na=False)
+        return pd.read_csv(fh, usecols=FAILURE_COLUMNS, dtype=str, keep_default_na=False)
 
 
 def _keys_type(locator: np.dtype, content_hash: np.dtype) -> np.dtype:

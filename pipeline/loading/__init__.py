@@ -235,16 +235,17 @@ class _SpaceLoader:
         # Which objects have a vector: those committed (the probe) and those of the group being
         # written now, which the probe may not see yet. The groups before that one have committed,
         # and no other loader writes this space (the advisory lock).
+        ids = object_ids.tolist()
         have = np.isin(object_ids, self.in_flight)
         if not (self.empty_at_start and self.groups_written == 0):
-            committed = await self.matcher.fetchval(_HAVE_VECTORS, self.space_id, object_ids.tolist())
+            committed = await self.matcher.fetchval(_HAVE_VECTORS, self.space_id, ids)
             have |= np.isin(object_ids, committed or [])
         self.in_flight = object_ids
         new = ~have
         encoded_new, encoded_replaced = await asyncio.to_thread(
             lambda: (_encode(rows[new], object_ids[new], batch, self.space_id),
                      _encode(rows[have], object_ids[have], batch)))
-        return _Group(parts, len(batch.locators), object_ids.tolist(), encoded_new, encoded_replaced,
+        return _Group(parts, len(batch.locators), ids, encoded_new, encoded_replaced,
                       int(have.sum()), batch.failures)
 
     async def write(self, group: _Group) -> None:
