@@ -9,7 +9,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 PYTEST_ARGS ?=
 
-.PHONY: test soak demo venv clean
+.PHONY: test lint soak demo venv clean
 
 $(PY):
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found: install Python 3.12 (e.g. apt-get install python3.12 python3.12-venv)"; exit 1; }
@@ -23,8 +23,13 @@ $(VENV)/.installed-all: pyproject.toml | $(PY)
 
 venv: $(VENV)/.installed-all
 
-test: $(VENV)/.installed-all
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Style is part of the test: ruff's lint rules and its formatter (line length 100, pyproject.toml).
+lint: $(VENV)/.installed-all
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # The reliability suite in its long form: 50 SIGKILL trials and a 20 s burst of 429s.
 SOAK_TRIALS ?= 50

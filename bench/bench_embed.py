@@ -56,10 +56,15 @@ def child_clip(images: str, work: str) -> None:
     backend = get_backend("clip", model="ViT-B-32", pretrained="none", device="cpu", batch_size=32)
     asyncio.run(list_source(images, work_dir=work, settings=settings))
     started = time.perf_counter()
-    result = asyncio.run(embed_work_dir(work_dir=work, backend=backend, settings=settings, force=True))
+    result = asyncio.run(
+        embed_work_dir(work_dir=work, backend=backend, settings=settings, force=True)
+    )
     seconds = time.perf_counter() - started
-    print(json.dumps({"images": result.counts["embedded"], "seconds": seconds,
-                      "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {"images": result.counts["embedded"], "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+        )
+    )
 
 
 def forward_only(images: Path, n: int = 128, batch: int = 32) -> float:
@@ -68,14 +73,16 @@ def forward_only(images: Path, n: int = 128, batch: int = 32) -> float:
     from pipeline.embedding.backends import get_backend
     from pipeline.embedding.images import decode_image
 
-    backend = get_backend("clip", model="ViT-B-32", pretrained="none", device="cpu", batch_size=batch)
+    backend = get_backend(
+        "clip", model="ViT-B-32", pretrained="none", device="cpu", batch_size=batch
+    )
     paths = sorted(images.glob("*.jpg"))[:n]
     tensors = [backend.prepare(decode_image(p.read_bytes())) for p in paths]
     with torch.no_grad():
         backend.model.encode_image(torch.stack(tensors[:batch]))  # warm-up
         started = time.perf_counter()
         for i in range(0, len(tensors), batch):
-            backend.model.encode_image(torch.stack(tensors[i:i + batch]))
+            backend.model.encode_image(torch.stack(tensors[i : i + batch]))
         return len(tensors) / (time.perf_counter() - started)
 
 
@@ -87,15 +94,27 @@ def vertex_rates(requests: int = 300) -> tuple[float, float]:
 
     fake = FakeVertex(FakeVertexConfig(latency=(0.3, 0.3), quota_per_minute=600))
     try:
-        backend = get_backend("vertex", project="bench", dimension=512, api_endpoint=fake.endpoint,
-                              requests_per_minute=600, concurrency=16)
+        backend = get_backend(
+            "vertex",
+            project="bench",
+            dimension=512,
+            api_endpoint=fake.endpoint,
+            requests_per_minute=600,
+            concurrency=16,
+        )
         items = (ImageItem(f"gs://b/{i}.jpg", source=f"gs://b/{i}.jpg") for i in range(requests))
         for _ in backend.embed_stream(items):
             pass
         times = fake.success_times
         ours = (len(times) - 1) / (times[-1] - times[0]) * 60
-        sequential = get_backend("vertex", project="bench", dimension=512, api_endpoint=fake.endpoint,
-                                 requests_per_minute=60_000, concurrency=1)
+        sequential = get_backend(
+            "vertex",
+            project="bench",
+            dimension=512,
+            api_endpoint=fake.endpoint,
+            requests_per_minute=60_000,
+            concurrency=1,
+        )
         fake.success_times.clear()
         fake.config.quota_per_minute = None
         started = time.perf_counter()
@@ -111,7 +130,9 @@ def main(sizes: list[int]) -> None:
     from pipeline.db.embedded import EmbeddedPostgres
 
     scratch = Path(tempfile.mkdtemp(prefix="imgvec-bench-embed-", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"IMGVEC_HOME": str(scratch / "home")}
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {
+        "IMGVEC_HOME": str(scratch / "home")
+    }
     os.environ.update(env)
     try:
         images = scratch / "images"
@@ -125,14 +146,23 @@ def main(sizes: list[int]) -> None:
             folder.mkdir()
             for p in sorted(images.glob("*.jpg"))[:n]:
                 os.link(p, folder / p.name)
-            out = subprocess.run([sys.executable, __file__, "--child-clip", str(folder), str(scratch / f"work-{n}")],
-                                 env=env, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child-clip", str(folder), str(scratch / f"work-{n}")],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs[n] = json.loads(out.stdout.strip().splitlines()[-1])
             rate = runs[n]["images"] / runs[n]["seconds"]
-            print(f"    end to end, {n:5d} JPEGs 640x480:          {rate:6.1f} images/s = {rate / limit:.2f} x forward-only")
+            print(
+                f"    end to end, {n:5d} JPEGs 640x480:          {rate:6.1f} images/s = {rate / limit:.2f} x forward-only"
+            )
         print("(b) Vertex AI fake: 300 ms latency, quota 600 requests/min")
         ours, naive = vertex_rates()
-        print(f"    imgvec: {ours:5.0f} requests/min = {ours / 600:.1%} of quota; sequential loop: {naive:4.0f} requests/min")
+        print(
+            f"    imgvec: {ours:5.0f} requests/min = {ours / 600:.1%} of quota; sequential loop: {naive:4.0f} requests/min"
+        )
         print("(c) peak RSS of the end-to-end CLIP run")
         for n, r in runs.items():
             print(f"    {n:5d} images: {r['peak_rss_mb']:6.0f} MB")

@@ -64,7 +64,14 @@ def child(mode: str, spec: str, work_dir: str) -> None:
                 await conn.execute(
                     "INSERT INTO objects (locator, scheme, bucket, key, name, size, generation, md5) "
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (locator) DO UPDATE SET last_seen = now()",
-                    obj.locator, obj.scheme, obj.bucket, obj.key, obj.name, obj.size, obj.generation, obj.md5,
+                    obj.locator,
+                    obj.scheme,
+                    obj.bucket,
+                    obj.key,
+                    obj.name,
+                    obj.size,
+                    obj.generation,
+                    obj.md5,
                 )
                 count += 1
         return count
@@ -81,13 +88,27 @@ def child(mode: str, spec: str, work_dir: str) -> None:
     count = asyncio.run(run())
     seconds = time.perf_counter() - started
     peak_mb = peak_rss_mb()
-    print(json.dumps({"mode": mode, "objects": count, "seconds": seconds,
-                      "upsert_seconds": upsert_seconds, "peak_rss_mb": peak_mb}))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "objects": count,
+                "seconds": seconds,
+                "upsert_seconds": upsert_seconds,
+                "peak_rss_mb": peak_mb,
+            }
+        )
+    )
 
 
 def measure(mode: str, spec: str, env: dict, work_dir: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, spec, work_dir],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, spec, work_dir],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -101,7 +122,9 @@ def main(sizes: list[int]) -> None:
     home = scratch / "home"
     env = dict(os.environ) | {"IMGVEC_HOME": str(home)}
     env.pop("DATABASE_URL", None)
-    print(f"{'objects':>8} {'mode':>7} {'objects/s':>10} {'vs raw':>7} {'upsert share':>13} {'peak RSS MB':>12}")
+    print(
+        f"{'objects':>8} {'mode':>7} {'objects/s':>10} {'vs raw':>7} {'upsert share':>13} {'peak RSS MB':>12}"
+    )
     try:
         for n in sizes:
             data = scratch / f"data-{n}" / f"bucket{n}"
@@ -113,7 +136,9 @@ def main(sizes: list[int]) -> None:
             try:
                 modes = ["raw", "imgvec"] + (["naive"] if n <= 10_000 else [])
                 spec = f"gs://bucket{n}/"
-                measure("raw", spec, run_env, str(scratch / "work"))  # warm-up: the emulator's first listing is slow
+                measure(
+                    "raw", spec, run_env, str(scratch / "work")
+                )  # warm-up: the emulator's first listing is slow
                 results = {m: measure(m, spec, run_env, str(scratch / "work")) for m in modes}
             finally:
                 emulator.stop()
@@ -121,7 +146,9 @@ def main(sizes: list[int]) -> None:
             for mode, r in results.items():
                 rate = r["objects"] / r["seconds"]
                 share = f"{r['upsert_seconds'] / r['seconds']:.0%}" if mode == "imgvec" else "-"
-                print(f"{n:>8} {mode:>7} {rate:>10.0f} {rate / raw_rate:>7.2f} {share:>13} {r['peak_rss_mb']:>12.0f}")
+                print(
+                    f"{n:>8} {mode:>7} {rate:>10.0f} {rate / raw_rate:>7.2f} {share:>13} {r['peak_rss_mb']:>12.0f}"
+                )
     finally:
         EmbeddedPostgres(home / "pgdata").stop()
         shutil.rmtree(scratch, ignore_errors=True)  # gigabytes of parts and database

@@ -41,7 +41,9 @@ from pipeline.settings import Settings  # noqa: E402
 SPACE = EmbeddingSpace("bench", "clustered", "seed0", 512)
 
 
-def clustered(n: int, d: int = 512, clusters: int = 1000, seed: int = 0, intrinsic: int = 32) -> np.ndarray:
+def clustered(
+    n: int, d: int = 512, clusters: int = 1000, seed: int = 0, intrinsic: int = 32
+) -> np.ndarray:
     """Unit vectors in clusters whose spread lies in a low-dimensional subspace, as image embeddings
     do (their intrinsic dimension is tens, not 512). Isotropic 512-d noise would make every point
     of a cluster equidistant from every other: no real collection looks like that."""
@@ -66,12 +68,17 @@ async def fresh_database(settings: Settings, name: str) -> str:
 
 async def insert_objects(conn, n: int) -> None:
     await conn.copy_records_to_table(
-        "objects", columns=["locator", "scheme", "key", "name", "content_hash"],
-        records=((f"file:///bench/{i}.jpg", "file", f"/bench/{i}.jpg", f"{i}.jpg", f"md5:{i:032x}") for i in range(n)),
+        "objects",
+        columns=["locator", "scheme", "key", "name", "content_hash"],
+        records=(
+            (f"file:///bench/{i}.jpg", "file", f"/bench/{i}.jpg", f"{i}.jpg", f"md5:{i:032x}")
+            for i in range(n)
+        ),
     )
 
 
 # -- (a) ---------------------------------------------------------------------------------------
+
 
 def write_parts(work: Path, vectors: np.ndarray, part_size: int = 256) -> None:
     from pipeline.embedding.checkpoints import PartWriter, space_folder
@@ -79,22 +86,36 @@ def write_parts(work: Path, vectors: np.ndarray, part_size: int = 256) -> None:
 
     writer = PartWriter(WorkDir(work), space_folder(SPACE), SPACE, 0)
     for start in range(0, len(vectors), part_size):
-        rows = [(f"file:///bench/{i}.jpg", f"md5:{i:032x}", vectors[i]) for i in range(start, min(start + part_size, len(vectors)))]
+        rows = [
+            (f"file:///bench/{i}.jpg", f"md5:{i:032x}", vectors[i])
+            for i in range(start, min(start + part_size, len(vectors)))
+        ]
         writer.write(rows, [])
 
 
-async def raw_copy_into_partition(conn, label: str, ids: list[int], vectors: np.ndarray, hashes: list[str]) -> float:
+async def raw_copy_into_partition(
+    conn, label: str, ids: list[int], vectors: np.ndarray, hashes: list[str]
+) -> float:
     """rows/s of one binary COPY of the rows into a new space's partition: as asyncpg records
     (label "records-..."), or as one buffer laid out before the clock starts."""
-    space_id = await register_space(conn, EmbeddingSpace("bench", f"raw-copy-{label}", "seed0", 512))
-    table, columns = partition_name(space_id), ["space_id", "object_id", "embedding", "content_hash"]
+    space_id = await register_space(
+        conn, EmbeddingSpace("bench", f"raw-copy-{label}", "seed0", 512)
+    )
+    table, columns = (
+        partition_name(space_id),
+        ["space_id", "object_id", "embedding", "content_hash"],
+    )
     # Throwaway table: keep autovacuum off it so it does not run during the next contender.
     await conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
-    buffer = binary_copy([("int4", space_id), ("int8", ids), ("vector", vectors), ("text", hashes)], len(ids))
+    buffer = binary_copy(
+        [("int4", space_id), ("int8", ids), ("vector", vectors), ("text", hashes)], len(ids)
+    )
     await conn.execute("CHECKPOINT")  # each contender starts with no dirty pages to flush
     started = time.perf_counter()
     if label.startswith("records"):
-        await conn.copy_records_to_table(table, columns=columns, records=zip(itertools.repeat(space_id), ids, vectors, hashes))
+        await conn.copy_records_to_table(
+            table, columns=columns, records=zip(itertools.repeat(space_id), ids, vectors, hashes)
+        )
     else:
         await conn.copy_to_table(table, columns=columns, source=buffer, format="binary")
     return len(ids) / (time.perf_counter() - started)
@@ -106,8 +127,16 @@ def child_load(url: str, work: str) -> None:
     settings = Settings(database_url=url)
     started, cpu = time.perf_counter(), time.process_time()
     result = asyncio.run(load_work_dir(work_dir=work, settings=settings, index=False))
-    print(json.dumps({"rows": result.counts["rows"], "seconds": time.perf_counter() - started,
-                      "client_cpu_seconds": time.process_time() - cpu, "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "rows": result.counts["rows"],
+                "seconds": time.perf_counter() - started,
+                "client_cpu_seconds": time.process_time() - cpu,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
 
 
 async def bench_a(settings: Settings, scratch: Path, n: int = 100_000) -> None:
@@ -126,11 +155,15 @@ async def bench_a(settings: Settings, scratch: Path, n: int = 100_000) -> None:
         for storage in ("EXTERNAL", "PLAIN"):
             table = f"raw_copy_{storage.lower()}"
             # Throwaway tables: keep autovacuum off them so it does not run during the next contender.
-            await conn.execute(f"CREATE TABLE {table} (id bigint, embedding vector(512)) WITH (autovacuum_enabled = off)")
+            await conn.execute(
+                f"CREATE TABLE {table} (id bigint, embedding vector(512)) WITH (autovacuum_enabled = off)"
+            )
             await conn.execute(f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE {storage}")
             await conn.execute("CHECKPOINT")  # each contender starts with no dirty pages to flush
             started = time.perf_counter()
-            await conn.copy_records_to_table(table, records=zip(range(n), vectors), columns=["id", "embedding"])
+            await conn.copy_records_to_table(
+                table, records=zip(range(n), vectors, strict=False), columns=["id", "embedding"]
+            )
             raw[storage] = n / (time.perf_counter() - started)
         # ... and the same rows imgvec writes (vector + content hash) into a space's partition of
         # `embeddings`, with its primary key and its foreign key to objects: the limit for this schema,
@@ -138,7 +171,9 @@ async def bench_a(settings: Settings, scratch: Path, n: int = 100_000) -> None:
         # at all) and the documented way (asyncpg records, pgvector's codec). This shared machine
         # changes speed within minutes: imgvec and these two take turns, three rounds, and each
         # round gives a ratio.
-        await conn.execute("CREATE TABLE naive (id bigint, embedding vector(512)) WITH (autovacuum_enabled = off)")
+        await conn.execute(
+            "CREATE TABLE naive (id bigint, embedding vector(512)) WITH (autovacuum_enabled = off)"
+        )
         sample = 5_000
         started = time.perf_counter()
         for i in range(sample):
@@ -149,31 +184,52 @@ async def bench_a(settings: Settings, scratch: Path, n: int = 100_000) -> None:
         rounds = []
         for round_ in range(3):
             buffer = await raw_copy_into_partition(conn, f"buffer-{round_}", ids, vectors, hashes)
-            await conn.execute(f"TRUNCATE {partition_name(space_id)}")  # imgvec loads everything again
+            await conn.execute(
+                f"TRUNCATE {partition_name(space_id)}"
+            )  # imgvec loads everything again
             await conn.execute("TRUNCATE loaded_parts")
             await conn.execute("CHECKPOINT")
-            out = subprocess.run([sys.executable, __file__, "--child-load", url, str(work)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child-load", url, str(work)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             ours = json.loads(out.stdout.strip().splitlines()[-1])
             records = await raw_copy_into_partition(conn, f"records-{round_}", ids, vectors, hashes)
             rounds.append((ours["rows"] / ours["seconds"], buffer, records, ours))
     rate, buffer, records = (float(np.median([r[i] for r in rounds])) for i in range(3))
     ratios = ", ".join(f"{r[0] / r[1]:.2f}" for r in rounds)
-    print(f"    imgvec load (parts -> binary COPY):                {rate:8.0f} rows/s   (median of 3 rounds)")
+    print(
+        f"    imgvec load (parts -> binary COPY):                {rate:8.0f} rows/s   (median of 3 rounds)"
+    )
     print("    raw binary COPY into a space's partition:")
-    print(f"      one pre-encoded buffer (the server's limit):     {buffer:8.0f} rows/s   imgvec = {rate / buffer:.2f} x"
-          f"   (rounds: {ratios})")
-    print(f"      asyncpg records + pgvector's codec:              {records:8.0f} rows/s   imgvec = {rate / records:.2f} x")
-    print(f"    raw binary COPY, bare table, inline vectors:       {raw['PLAIN']:8.0f} rows/s   imgvec = {rate / raw['PLAIN']:.2f} x")
-    print(f"    raw binary COPY, bare table, pgvector's default:   {raw['EXTERNAL']:8.0f} rows/s   imgvec = {rate / raw['EXTERNAL']:.2f} x")
-    print(f"    one INSERT per row, bare table (first {sample:,}):   {naive:8.0f} rows/s   imgvec = {rate / naive:.1f} x")
+    print(
+        f"      one pre-encoded buffer (the server's limit):     {buffer:8.0f} rows/s   imgvec = {rate / buffer:.2f} x"
+        f"   (rounds: {ratios})"
+    )
+    print(
+        f"      asyncpg records + pgvector's codec:              {records:8.0f} rows/s   imgvec = {rate / records:.2f} x"
+    )
+    print(
+        f"    raw binary COPY, bare table, inline vectors:       {raw['PLAIN']:8.0f} rows/s   imgvec = {rate / raw['PLAIN']:.2f} x"
+    )
+    print(
+        f"    raw binary COPY, bare table, pgvector's default:   {raw['EXTERNAL']:8.0f} rows/s   imgvec = {rate / raw['EXTERNAL']:.2f} x"
+    )
+    print(
+        f"    one INSERT per row, bare table (first {sample:,}):   {naive:8.0f} rows/s   imgvec = {rate / naive:.1f} x"
+    )
     peaks = [r[3]["peak_rss_mb"] for r in rounds]
     cpu = np.median([r[3]["client_cpu_seconds"] / r[3]["seconds"] for r in rounds])
-    print(f"    peak RSS of the load: {min(peaks):.0f}-{max(peaks):.0f} MB ({n // 256 + 1} parts); "
-          f"client CPU {cpu:.0%} of its wall time")
+    print(
+        f"    peak RSS of the load: {min(peaks):.0f}-{max(peaks):.0f} MB ({n // 256 + 1} parts); "
+        f"client CPU {cpu:.0%} of its wall time"
+    )
 
 
 # -- (b) ---------------------------------------------------------------------------------------
+
 
 async def bench_b(settings: Settings, n: int = 200_000, queries: int = 200) -> None:
     print(f"(b) HNSW on {n:,} clustered, normalised 512-d vectors (m=16, ef_construction=64)")
@@ -188,8 +244,11 @@ async def bench_b(settings: Settings, n: int = 200_000, queries: int = 200) -> N
         await insert_objects(conn, n)
         space_id = await register_space(conn, SPACE)
         ids = [r[0] for r in await conn.fetch("SELECT object_id FROM objects ORDER BY object_id")]
-        await conn.copy_records_to_table("embeddings", columns=["space_id", "object_id", "embedding"],
-                                         records=((space_id, ids[i], vectors[i]) for i in range(n)))
+        await conn.copy_records_to_table(
+            "embeddings",
+            columns=["space_id", "object_id", "embedding"],
+            records=((space_id, ids[i], vectors[i]) for i in range(n)),
+        )
         await conn.execute("ANALYZE")
         started = time.perf_counter()
         async with conn.transaction():
@@ -198,8 +257,10 @@ async def bench_b(settings: Settings, n: int = 200_000, queries: int = 200) -> N
             await create_hnsw_index(conn, space_id)
         print(f"    build: {time.perf_counter() - started:.0f} s")
         position = {oid: i for i, oid in enumerate(ids)}
-        sql = (f"SELECT object_id FROM embeddings WHERE space_id = {space_id} "
-               "ORDER BY embedding::vector(512) <-> $1 LIMIT 10")
+        sql = (
+            f"SELECT object_id FROM embeddings WHERE space_id = {space_id} "
+            "ORDER BY embedding::vector(512) <-> $1 LIMIT 10"
+        )
         plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", probes[0]))
         assert "hnsw" in plan, plan
         for ef in (40, 100, 200):
@@ -212,10 +273,13 @@ async def bench_b(settings: Settings, n: int = 200_000, queries: int = 200) -> N
                 found = {position[r[0]] for r in rows}
                 recalls.append(len(found & set(exact[q])) / 10)
             p50, p99 = np.percentile(latencies, [50, 99])
-            print(f"    ef_search={ef:3d}: p50 {p50:5.1f} ms, p99 {p99:5.1f} ms, recall@10 {np.mean(recalls):.3f}")
+            print(
+                f"    ef_search={ef:3d}: p50 {p50:5.1f} ms, p99 {p99:5.1f} ms, recall@10 {np.mean(recalls):.3f}"
+            )
 
 
 # -- (c) ---------------------------------------------------------------------------------------
+
 
 def bench_c(scratch: Path, env: dict, n: int = 10_000) -> None:
     from PIL import Image
@@ -228,16 +292,36 @@ def bench_c(scratch: Path, env: dict, n: int = 10_000) -> None:
     for i in range(n):
         Image.new("RGB", (8, 8), (i % 256, (i // 256) % 256, 7)).save(folder / f"img{i:05d}.png")
     fake = FakeVertex()
-    args = [sys.executable, "-m", "pipeline", "run", str(folder), "--work-dir", str(scratch / "work-c"),
-            "--backend", "vertex", "--project", "bench", "--dimension", "128", "--api-endpoint", fake.endpoint,
-            "--rate-limit", "600000", "--concurrency", "16"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "run",
+        str(folder),
+        "--work-dir",
+        str(scratch / "work-c"),
+        "--backend",
+        "vertex",
+        "--project",
+        "bench",
+        "--dimension",
+        "128",
+        "--api-endpoint",
+        fake.endpoint,
+        "--rate-limit",
+        "600000",
+        "--concurrency",
+        "16",
+    ]
     try:
         for label in ("first run", "rerun"):
             started = time.perf_counter()
             out = subprocess.run(args, env=env, capture_output=True, text=True)
             seconds = time.perf_counter() - started
             embedded = next(line for line in out.stdout.splitlines() if line.startswith("embedded"))
-            print(f"    {label:9s}: {seconds:5.1f} s, exit {out.returncode}; {embedded.split(': ', 1)[1][:60]}")
+            print(
+                f"    {label:9s}: {seconds:5.1f} s, exit {out.returncode}; {embedded.split(': ', 1)[1][:60]}"
+            )
     finally:
         fake.stop()
 

@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
-from pipeline.db.schema import NAMING_CONVENTION, MIGRATION_LOCK_KEY
+from pipeline.db.schema import MIGRATION_LOCK_KEY, NAMING_CONVENTION
 
 config = context.config
 # The schema is written as SQL in the revisions (partitions, pgvector indexes, comments): no
@@ -20,7 +20,9 @@ target_metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def do_run_migrations(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, transaction_per_migration=False)
+    context.configure(
+        connection=connection, target_metadata=target_metadata, transaction_per_migration=False
+    )
     with context.begin_transaction():
         # Concurrent first uses: one process migrates, the others wait here and then find the
         # version table at head.
@@ -42,7 +44,9 @@ async def run_async_migrations() -> None:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url="postgresql://", target_metadata=target_metadata, literal_binds=True,
+        url="postgresql://",
+        target_metadata=target_metadata,
+        literal_binds=True,
         dialect_opts={"paramstyle": "named"},
     )
     with context.begin_transaction():

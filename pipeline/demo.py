@@ -15,7 +15,12 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (240, 210, 20)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (40, 70, 220),
+    "yellow": (240, 210, 20),
+}
 SHAPES = ("circle", "square", "triangle")
 WORDS = ("CAT", "DOG", "SALE", "DAMAGED")
 
@@ -52,7 +57,9 @@ def imgvec(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pretrained", default="laion2b_s34b_b79k")
     parser.add_argument("--folder", default="demo-images")
     parser.add_argument("--work-dir", default="demo-work")
@@ -61,19 +68,31 @@ def main() -> None:
     names = make_images(Path(args.folder))
     print(f"made {len(names)} images in {args.folder}/")
     pretrained = args.pretrained
-    run = imgvec("run", args.folder, "--work-dir", args.work_dir, "--pretrained", pretrained, check=False)
+    run = imgvec(
+        "run", args.folder, "--work-dir", args.work_dir, "--pretrained", pretrained, check=False
+    )
     if run.returncode == 1 and pretrained != "none":
-        print(f"\nthe {pretrained} weights could not be loaded (no network?): going on with random weights;"
-              " the answers below are then meaningless, but every step runs.\n", flush=True)
+        print(
+            f"\nthe {pretrained} weights could not be loaded (no network?): going on with random weights;"
+            " the answers below are then meaningless, but every step runs.\n",
+            flush=True,
+        )
         pretrained = "none"
         run = imgvec("run", args.folder, "--work-dir", args.work_dir, "--pretrained", pretrained)
-    query = ("SELECT image_id, round((embedding <-> (SELECT embedding FROM image_embeddings "
-             "WHERE image_id = 'red-circle.png'))::numeric, 4) AS distance FROM image_embeddings "
-             "WHERE image_id != 'red-circle.png' ORDER BY distance LIMIT 5")
-    print("\nthe 5 images nearest to red-circle.png (the classic pgvector query, in psql):", flush=True)
+    query = (
+        "SELECT image_id, round((embedding <-> (SELECT embedding FROM image_embeddings "
+        "WHERE image_id = 'red-circle.png'))::numeric, 4) AS distance FROM image_embeddings "
+        "WHERE image_id != 'red-circle.png' ORDER BY distance LIMIT 5"
+    )
+    print(
+        "\nthe 5 images nearest to red-circle.png (the classic pgvector query, in psql):",
+        flush=True,
+    )
     imgvec("psql", "-c", query)
     if pretrained == "none":
-        print("(random weights: expect no meaningful order. With real weights, red shapes and circles come first.)")
+        print(
+            "(random weights: expect no meaningful order. With real weights, red shapes and circles come first.)"
+        )
     sys.exit(0 if run.returncode in (0, 3) else run.returncode)
 
 

@@ -28,7 +28,11 @@ class Progress:
                 self._bar.set_postfix(fields, refresh=False)
             return
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        record = {"stage": self.stage, self.unit: self.count, f"{self.unit}_per_s": round(self.count / elapsed, 1)}
+        record = {
+            "stage": self.stage,
+            self.unit: self.count,
+            f"{self.unit}_per_s": round(self.count / elapsed, 1),
+        }
         print(json.dumps(record | fields), file=self.stream, flush=True)
 
     def close(self) -> None:

@@ -41,20 +41,32 @@ async def save_text_queries(conn, backend: EmbeddingBackend, texts: list[str]) -
         "INSERT INTO text_embeddings (text, space_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         [(text, space_id) for text in texts],
     )
-    pending = [r[0] for r in await conn.fetch(
-        "SELECT text FROM text_embeddings WHERE space_id = $1 AND embedding IS NULL ORDER BY text_embedding_id",
-        space_id)]
+    pending = [
+        r[0]
+        for r in await conn.fetch(
+            "SELECT text FROM text_embeddings WHERE space_id = $1 AND embedding IS NULL ORDER BY text_embedding_id",
+            space_id,
+        )
+    ]
     if pending:
         vectors = await asyncio.to_thread(lambda: list(backend.embed_texts(pending)))
         await conn.executemany(
             "UPDATE text_embeddings SET embedding = $3, embedded_at = now() WHERE space_id = $1 AND text = $2",
-            [(space_id, text, vector) for text, vector in zip(pending, vectors)],
+            [(space_id, text, vector) for text, vector in zip(pending, vectors, strict=False)],
         )
     return pending
 
 
-async def search(conn, backend: EmbeddingBackend, *, text: str | None = None, image: str | None = None,
-                 k: int = 10, min_score: float | None = None, reader: ObjectReader | None = None) -> list[Match]:
+async def search(
+    conn,
+    backend: EmbeddingBackend,
+    *,
+    text: str | None = None,
+    image: str | None = None,
+    k: int = 10,
+    min_score: float | None = None,
+    reader: ObjectReader | None = None,
+) -> list[Match]:
     """The k images nearest to a text, an image (a listed locator or name, or a file), or both
     (hybrid: the mean of the two unit vectors)."""
     if not text and not image:
@@ -66,7 +78,9 @@ async def search(conn, backend: EmbeddingBackend, *, text: str | None = None, im
         vectors.append(await asyncio.to_thread(lambda: next(backend.embed_texts([text]))))
     exclude = None
     if image:
-        vector, exclude = await _image_vector(conn, backend, space_id, image, reader or ObjectReader())
+        vector, exclude = await _image_vector(
+            conn, backend, space_id, image, reader or ObjectReader()
+        )
         vectors.append(vector)
     query = np.mean(vectors, axis=0)
     query = query / np.linalg.norm(query)
@@ -77,9 +91,14 @@ async def search(conn, backend: EmbeddingBackend, *, text: str | None = None, im
         WHERE e.space_id = $2 AND o.deleted_at IS NULL AND o.locator IS DISTINCT FROM $4
         ORDER BY distance LIMIT $3
         """,
-        query, space_id, k, exclude,
+        query,
+        space_id,
+        k,
+        exclude,
     )
-    matches = [Match(r["locator"], r["name"], float(r["distance"]), score(r["distance"])) for r in rows]
+    matches = [
+        Match(r["locator"], r["name"], float(r["distance"]), score(r["distance"])) for r in rows
+    ]
     return [m for m in matches if min_score is None or m.score >= min_score]
 
 
@@ -91,7 +110,8 @@ async def _image_vector(conn, backend, space_id: int, image: str, reader: Object
         JOIN embeddings e ON e.object_id = o.object_id AND e.space_id = $1
         WHERE o.locator = $2 OR o.name = $2 ORDER BY o.locator = $2 DESC LIMIT 1
         """,
-        space_id, image,
+        space_id,
+        image,
     )
     if row is not None:
         return row["embedding"].to_numpy(), row["locator"]

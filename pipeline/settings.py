@@ -45,7 +45,8 @@ class Settings(BaseSettings):
         description="Where stages hand checkpoints to each other: a folder or a gs:// prefix.",
     )
     storage_timeout: float = Field(
-        default=60.0, description="Seconds to keep retrying a storage listing that fails transiently."
+        default=60.0,
+        description="Seconds to keep retrying a storage listing that fails transiently.",
     )
     s3_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (MinIO, R2, a test server); unset: AWS."

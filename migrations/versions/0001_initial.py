@@ -83,7 +83,7 @@ COMMENTS = {
             "started_at": "Start time.",
             "finished_at": "End time; NULL while running or when the process died.",
             "status": "running, succeeded, partial (finished with failures) or failed.",
-            "counts": "Counters as JSON, e.g. {\"new\": 10, \"changed\": 2, \"embedded\": 12, \"failed\": 1}.",
+            "counts": 'Counters as JSON, e.g. {"new": 10, "changed": 2, "embedded": 12, "failed": 1}.',
             "error": "The one-line error of a failed run (never contains secrets).",
         },
     ),

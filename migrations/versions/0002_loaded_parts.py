@@ -34,7 +34,7 @@ def upgrade() -> None:
     )
     comments = {
         None: "Embed-stage CSV parts already loaded into embeddings; written in the same transaction "
-              "as the part's rows, so a crash never loads a part twice or half.",
+        "as the part's rows, so a crash never loads a part twice or half.",
         "space_id": "The space the part belongs to.",
         "part": "Where the part lives: its path or gs:// URI, e.g. /work/embeddings/clip--ViT-B-32--laion2b_s34b_b79k--512/part-00017.csv.",
         "rows": "Vectors the part held.",

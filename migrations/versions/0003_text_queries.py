@@ -15,17 +15,32 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 COMMENTS = [
-    ("FUNCTION imgvec_default_space()", "The space_id of the default embedding space (the one behind image_embeddings)."),
-    ("TABLE text_embeddings", "Text vectors per space, for text-to-image search. A row with no embedding yet is "
-     "pending: `imgvec text-embed` (or the next `imgvec run` of that space) fills it."),
+    (
+        "FUNCTION imgvec_default_space()",
+        "The space_id of the default embedding space (the one behind image_embeddings).",
+    ),
+    (
+        "TABLE text_embeddings",
+        "Text vectors per space, for text-to-image search. A row with no embedding yet is "
+        "pending: `imgvec text-embed` (or the next `imgvec run` of that space) fills it.",
+    ),
     ("COLUMN text_embeddings.text_embedding_id", "Key."),
-    ("COLUMN text_embeddings.text", "The words, e.g. 'red car' (CLIP reads up to 77 tokens, Vertex AI 32)."),
-    ("COLUMN text_embeddings.space_id", "The space the vector lives in; defaults to the default space."),
+    (
+        "COLUMN text_embeddings.text",
+        "The words, e.g. 'red car' (CLIP reads up to 77 tokens, Vertex AI 32).",
+    ),
+    (
+        "COLUMN text_embeddings.space_id",
+        "The space the vector lives in; defaults to the default space.",
+    ),
     ("COLUMN text_embeddings.embedding", "The text's vector in that space; NULL while pending."),
     ("COLUMN text_embeddings.created_at", "When the text was saved."),
     ("COLUMN text_embeddings.embedded_at", "When its vector was computed."),
-    ("VIEW text_queries", "Saved texts of the default space: ORDER BY embedding <-> (SELECT embedding FROM "
-     "text_queries WHERE text = 'red car'). INSERT INTO text_queries (text) VALUES ('…') saves a new one."),
+    (
+        "VIEW text_queries",
+        "Saved texts of the default space: ORDER BY embedding <-> (SELECT embedding FROM "
+        "text_queries WHERE text = 'red car'). INSERT INTO text_queries (text) VALUES ('…') saves a new one.",
+    ),
     ("COLUMN text_queries.text", "The words."),
     ("COLUMN text_queries.embedding", "Their vector in the default space; NULL while pending."),
     ("COLUMN text_queries.created_at", "When the text was saved."),

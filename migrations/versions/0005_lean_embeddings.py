@@ -36,23 +36,32 @@ def upgrade() -> None:
     op.execute("ALTER TABLE embeddings DROP CONSTRAINT fk_embeddings_space_id_embedding_spaces")
     op.execute("ALTER TABLE embeddings DROP CONSTRAINT pk_embeddings")
     op.execute("DROP INDEX ix_embeddings_object_id")
-    op.execute("ALTER TABLE embeddings ADD CONSTRAINT pk_embeddings PRIMARY KEY (object_id, space_id)")
+    op.execute(
+        "ALTER TABLE embeddings ADD CONSTRAINT pk_embeddings PRIMARY KEY (object_id, space_id)"
+    )
     _set_storage("PLAIN")
 
 
 def downgrade() -> None:
     _set_storage("DEFAULT")
     op.execute("ALTER TABLE embeddings DROP CONSTRAINT pk_embeddings")
-    op.execute("ALTER TABLE embeddings ADD CONSTRAINT pk_embeddings PRIMARY KEY (space_id, object_id)")
+    op.execute(
+        "ALTER TABLE embeddings ADD CONSTRAINT pk_embeddings PRIMARY KEY (space_id, object_id)"
+    )
     op.execute("CREATE INDEX ix_embeddings_object_id ON embeddings (object_id)")
-    op.execute("ALTER TABLE embeddings ADD CONSTRAINT fk_embeddings_space_id_embedding_spaces "
-               "FOREIGN KEY (space_id) REFERENCES embedding_spaces (space_id)")
+    op.execute(
+        "ALTER TABLE embeddings ADD CONSTRAINT fk_embeddings_space_id_embedding_spaces "
+        "FOREIGN KEY (space_id) REFERENCES embedding_spaces (space_id)"
+    )
 
 
 def _set_storage(storage: str) -> None:
     spaces = op.get_bind().execute(
-        text("SELECT space_id FROM embedding_spaces WHERE dimension <= :dim"), {"dim": INLINE_MAX_DIMENSION}
+        text("SELECT space_id FROM embedding_spaces WHERE dimension <= :dim"),
+        {"dim": INLINE_MAX_DIMENSION},
     )
     for (space_id,) in spaces:
         # Only rows written from now on change; existing rows stay where they are until rewritten.
-        op.execute(f"ALTER TABLE embeddings_space_{int(space_id)} ALTER COLUMN embedding SET STORAGE {storage}")
+        op.execute(
+            f"ALTER TABLE embeddings_space_{int(space_id)} ALTER COLUMN embedding SET STORAGE {storage}"
+        )

@@ -66,7 +66,9 @@ app.command("run")(run_command)
 app.command("search")(search_command)
 app.command("text-embed")(text_embed_command)
 app.add_typer(_db.db_app, name="db")
-app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_db.psql)
+app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    _db.psql
+)
 
 
 def main() -> None:
@@ -84,7 +86,10 @@ def main() -> None:
         if os.environ.get("IMGVEC_DEBUG"):
             raise
         print(f"imgvec: error: unexpected {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
-        print("imgvec: hint: rerun with IMGVEC_DEBUG=1 for the traceback, and report it", file=sys.stderr)
+        print(
+            "imgvec: hint: rerun with IMGVEC_DEBUG=1 for the traceback, and report it",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

@@ -17,7 +17,9 @@ from pipeline.db.schema import current_revision, head_revision
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 
-db_app = typer.Typer(help="Manage imgvec's database (embedded unless DATABASE_URL is set).", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Manage imgvec's database (embedded unless DATABASE_URL is set).", no_args_is_help=True
+)
 
 EXIT_NOT_RUNNING = 3
 
@@ -70,7 +72,9 @@ def status(
         if settings.embedded:
             typer.echo(f"data: {info['pgdata']} (postmaster pid {info['pid']})")
     else:
-        typer.echo(f"stopped: embedded PostgreSQL, data in {info['pgdata']}; `imgvec db start` starts it")
+        typer.echo(
+            f"stopped: embedded PostgreSQL, data in {info['pgdata']}; `imgvec db start` starts it"
+        )
     if not info["running"]:
         raise typer.Exit(EXIT_NOT_RUNNING)
 
@@ -78,7 +82,9 @@ def status(
 @db_app.command()
 def url(
     ctx: typer.Context,
-    show_password: Annotated[bool, typer.Option("--show-password", help="Print the password too.")] = False,
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Print the password too.")
+    ] = False,
 ) -> None:
     """Print the database URL (password masked), starting the embedded server if needed."""
     resolved = asyncio.run(resolve_url(ctx.obj))
@@ -92,12 +98,16 @@ def upgrade(ctx: typer.Context) -> None:
 
 
 @db_app.command("grant-reader")
-def grant_reader(ctx: typer.Context,
-                 role: Annotated[str, typer.Argument(help="the analysts' role (created if missing)")]) -> None:
+def grant_reader(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Argument(help="the analysts' role (created if missing)")],
+) -> None:
     """Give ROLE read-only access: every table, view and sql/ query, and no writes."""
     created = asyncio.run(_grant_reader(ctx.obj, role))
-    typer.echo(f"{'created role' if created else 'role'} {role}: read-only access to imgvec's tables, views "
-               "and functions" + ("; set its password in psql with \\password" if created else ""))
+    typer.echo(
+        f"{'created role' if created else 'role'} {role}: read-only access to imgvec's tables, views "
+        "and functions" + ("; set its password in psql with \\password" if created else "")
+    )
 
 
 async def _grant_reader(settings: Settings, role: str) -> bool:

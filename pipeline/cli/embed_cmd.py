@@ -1,7 +1,7 @@
 """`imgvec embed`: the embed stage."""
 
 import asyncio
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -9,7 +9,7 @@ import typer
 from pipeline.settings import Settings
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     clip = "clip"
     vertex = "vertex"
 
@@ -21,23 +21,69 @@ VERTEX = "Vertex AI (--backend vertex)"
 def embed_command(
     ctx: typer.Context,
     backend: Annotated[Backend, typer.Option(help="Embedding backend.")] = Backend.clip,
-    work_dir: Annotated[str | None, typer.Option(help="Folder or gs:// prefix holding the list stage's manifest. Default: $IMGVEC_WORK_DIR or ./imgvec-work.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Re-embed everything, even what earlier parts hold.")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try again the images that failed for good before.")] = False,
-    part_size: Annotated[int, typer.Option(help="Images per CSV part (the unit a crash can lose).")] = 256,
+    work_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder or gs:// prefix holding the list stage's manifest. Default: $IMGVEC_WORK_DIR or ./imgvec-work."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-embed everything, even what earlier parts hold.")
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Try again the images that failed for good before."),
+    ] = False,
+    part_size: Annotated[
+        int, typer.Option(help="Images per CSV part (the unit a crash can lose).")
+    ] = 256,
     read_workers: Annotated[int, typer.Option(help="Threads reading and decoding images.")] = 8,
-    model: Annotated[str, typer.Option(help="open_clip model name.", rich_help_panel=CLIP)] = "ViT-B-32",
-    pretrained: Annotated[str, typer.Option(help="Weights: an open_clip tag, a checkpoint PATH, or none (random, fixed seed).", rich_help_panel=CLIP)] = "laion2b_s34b_b79k",
+    model: Annotated[
+        str, typer.Option(help="open_clip model name.", rich_help_panel=CLIP)
+    ] = "ViT-B-32",
+    pretrained: Annotated[
+        str,
+        typer.Option(
+            help="Weights: an open_clip tag, a checkpoint PATH, or none (random, fixed seed).",
+            rich_help_panel=CLIP,
+        ),
+    ] = "laion2b_s34b_b79k",
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto.", rich_help_panel=CLIP)] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", rich_help_panel=CLIP)] = 32,
-    seed: Annotated[int, typer.Option(help="Seed for --pretrained none.", rich_help_panel=CLIP)] = 0,
-    dimension: Annotated[int, typer.Option(help="128, 256, 512 or 1408.", rich_help_panel=VERTEX)] = 1408,
-    project: Annotated[str | None, typer.Option(help="Google Cloud project. Default: from credentials.", rich_help_panel=VERTEX)] = None,
-    location: Annotated[str, typer.Option(help="Vertex AI region.", rich_help_panel=VERTEX)] = "us-central1",
-    api_endpoint: Annotated[str | None, typer.Option(help="Override the API endpoint (http:// for a local stand-in).", rich_help_panel=VERTEX)] = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Images per forward pass.", rich_help_panel=CLIP)
+    ] = 32,
+    seed: Annotated[
+        int, typer.Option(help="Seed for --pretrained none.", rich_help_panel=CLIP)
+    ] = 0,
+    dimension: Annotated[
+        int, typer.Option(help="128, 256, 512 or 1408.", rich_help_panel=VERTEX)
+    ] = 1408,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            help="Google Cloud project. Default: from credentials.", rich_help_panel=VERTEX
+        ),
+    ] = None,
+    location: Annotated[
+        str, typer.Option(help="Vertex AI region.", rich_help_panel=VERTEX)
+    ] = "us-central1",
+    api_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Override the API endpoint (http:// for a local stand-in).", rich_help_panel=VERTEX
+        ),
+    ] = None,
     transport: Annotated[str, typer.Option(help="rest or grpc.", rich_help_panel=VERTEX)] = "rest",
-    rate_limit: Annotated[float, typer.Option(help="Requests per minute (your quota; default is the documented default quota).", rich_help_panel=VERTEX)] = 120,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight.", rich_help_panel=VERTEX)] = 16,
+    rate_limit: Annotated[
+        float,
+        typer.Option(
+            help="Requests per minute (your quota; default is the documented default quota).",
+            rich_help_panel=VERTEX,
+        ),
+    ] = 120,
+    concurrency: Annotated[
+        int, typer.Option(help="Requests in flight.", rich_help_panel=VERTEX)
+    ] = 16,
 ) -> None:
     """Embed the images of the latest manifest, writing CSV parts; rerun to resume.
     Exit code 3: finished, but some images failed (see the failures table)."""
@@ -54,20 +100,67 @@ def embed_command(
     raise typer.Exit(result.exit_code)
 
 
-def run_embedding(settings: Settings, *, backend: Backend, work_dir: str, force: bool, retry_failed: bool,
-                  part_size: int, read_workers: int, **backend_options):
+def run_embedding(
+    settings: Settings,
+    *,
+    backend: Backend,
+    work_dir: str,
+    force: bool,
+    retry_failed: bool,
+    part_size: int,
+    read_workers: int,
+    **backend_options,
+):
     from pipeline.embedding.stage import embed_work_dir
 
     model_backend = build_backend(backend, **backend_options)
-    return asyncio.run(embed_work_dir(work_dir=work_dir, backend=model_backend, settings=settings, force=force,
-                                      retry_failed=retry_failed, part_size=part_size, read_workers=read_workers))
+    return asyncio.run(
+        embed_work_dir(
+            work_dir=work_dir,
+            backend=model_backend,
+            settings=settings,
+            force=force,
+            retry_failed=retry_failed,
+            part_size=part_size,
+            read_workers=read_workers,
+        )
+    )
 
 
-def build_backend(backend: Backend, *, model, pretrained, device, batch_size, seed, dimension, project, location,
-                  api_endpoint, transport, rate_limit, concurrency):
+def build_backend(
+    backend: Backend,
+    *,
+    model,
+    pretrained,
+    device,
+    batch_size,
+    seed,
+    dimension,
+    project,
+    location,
+    api_endpoint,
+    transport,
+    rate_limit,
+    concurrency,
+):
     from pipeline.embedding.backends import get_backend
 
     if backend is Backend.clip:
-        return get_backend("clip", model=model, pretrained=pretrained, device=device, batch_size=batch_size, seed=seed)
-    return get_backend("vertex", project=project, location=location, dimension=dimension, api_endpoint=api_endpoint,
-                       transport=transport, requests_per_minute=rate_limit, concurrency=concurrency)
+        return get_backend(
+            "clip",
+            model=model,
+            pretrained=pretrained,
+            device=device,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    return get_backend(
+        "vertex",
+        project=project,
+        location=location,
+        dimension=dimension,
+        api_endpoint=api_endpoint,
+        transport=transport,
+        requests_per_minute=rate_limit,
+        concurrency=concurrency,
+    )

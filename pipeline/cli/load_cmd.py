@@ -14,8 +14,16 @@ from pipeline.settings import Settings
 
 def load_command(
     ctx: typer.Context,
-    work_dir: Annotated[str | None, typer.Option(help="Folder or gs:// prefix holding the embed stage's parts. Default: $IMGVEC_WORK_DIR or ./imgvec-work.")] = None,
-    index: Annotated[bool, typer.Option("--index/--no-index", help="Build each space's HNSW index after loading.")] = True,
+    work_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder or gs:// prefix holding the embed stage's parts. Default: $IMGVEC_WORK_DIR or ./imgvec-work."
+        ),
+    ] = None,
+    index: Annotated[
+        bool,
+        typer.Option("--index/--no-index", help="Build each space's HNSW index after loading."),
+    ] = True,
 ) -> None:
     """Load the CSV parts of every space into PostgreSQL (exactly once), then index and ANALYZE."""
     result = run_loading(ctx.obj, work_dir=work_dir, index=index)
@@ -24,12 +32,25 @@ def load_command(
 
 def index_command(
     ctx: typer.Context,
-    space: Annotated[str | None, typer.Option(help="Space id or name. Default: every space.")] = None,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the space's HNSW index and build it again.")] = False,
-    opclass: Annotated[str, typer.Option(help="vector_l2_ops (for <->), vector_cosine_ops (<=>) or vector_ip_ops (<#>).")] = "vector_l2_ops",
+    space: Annotated[
+        str | None, typer.Option(help="Space id or name. Default: every space.")
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Drop the space's HNSW index and build it again.")
+    ] = False,
+    opclass: Annotated[
+        str,
+        typer.Option(
+            help="vector_l2_ops (for <->), vector_cosine_ops (<=>) or vector_ip_ops (<#>)."
+        ),
+    ] = "vector_l2_ops",
     m: Annotated[int, typer.Option(help="HNSW links per node (recall vs size).")] = 16,
-    ef_construction: Annotated[int, typer.Option(help="HNSW build-time candidate list (recall vs build time).")] = 64,
-    maintenance_work_mem: Annotated[str, typer.Option(help="Memory for the build, e.g. 1GB.")] = "1GB",
+    ef_construction: Annotated[
+        int, typer.Option(help="HNSW build-time candidate list (recall vs build time).")
+    ] = 64,
+    maintenance_work_mem: Annotated[
+        str, typer.Option(help="Memory for the build, e.g. 1GB.")
+    ] = "1GB",
 ) -> None:
     """Build (or with --rebuild, rebuild) HNSW indexes, e.g. to tune m and ef_construction."""
     from pipeline.db import open_database, resolve_url
@@ -40,13 +61,30 @@ def index_command(
         async with open_database(ctx.obj) as conn:
             spaces = await conn.fetch(
                 "SELECT space_id, name FROM embedding_spaces WHERE $1::text IS NULL OR name = $1 OR space_id::text = $1 "
-                "ORDER BY space_id", space)
+                "ORDER BY space_id",
+                space,
+            )
             if not spaces:
-                raise ConfigError(f"no embedding space {space!r}", hint="imgvec psql -c 'SELECT * FROM embedding_spaces'")
-            return [(row["name"], await build_index(conn, row["space_id"], rebuild=rebuild, opclass=opclass, m=m,
-                                                    ef_construction=ef_construction,
-                                                    maintenance_work_mem=maintenance_work_mem, progress_url=url))
-                    for row in spaces]
+                raise ConfigError(
+                    f"no embedding space {space!r}",
+                    hint="imgvec psql -c 'SELECT * FROM embedding_spaces'",
+                )
+            return [
+                (
+                    row["name"],
+                    await build_index(
+                        conn,
+                        row["space_id"],
+                        rebuild=rebuild,
+                        opclass=opclass,
+                        m=m,
+                        ef_construction=ef_construction,
+                        maintenance_work_mem=maintenance_work_mem,
+                        progress_url=url,
+                    ),
+                )
+                for row in spaces
+            ]
 
     for name, index in asyncio.run(run()):
         typer.echo(f"{name}: {index}")
@@ -55,7 +93,9 @@ def index_command(
 def run_loading(settings: Settings, *, work_dir: str | None, index: bool = True):
     from pipeline.loading import load_work_dir
 
-    return asyncio.run(load_work_dir(work_dir=work_dir or settings.work_dir, settings=settings, index=index))
+    return asyncio.run(
+        load_work_dir(work_dir=work_dir or settings.work_dir, settings=settings, index=index)
+    )
 
 
 def run_command(ctx: typer.Context, **options) -> None:
@@ -100,4 +140,6 @@ _EMBED_OPTIONS = [p.name for p in _params(embed_command)]
 run_command.__signature__ = inspect.Signature(
     [inspect.signature(list_command).parameters["ctx"], *_list_params, *_embed_params]
 )
-run_command.__annotations__ = {p.name: p.annotation for p in run_command.__signature__.parameters.values()}
+run_command.__annotations__ = {
+    p.name: p.annotation for p in run_command.__signature__.parameters.values()
+}

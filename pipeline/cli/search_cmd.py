@@ -12,7 +12,9 @@ from pipeline.cli.embed_cmd import build_backend, embed_command
 from pipeline.settings import Settings
 
 _BACKEND_OPTIONS = set(inspect.signature(build_backend).parameters) | {"backend"}
-BACKEND_PARAMS = [p for p in inspect.signature(embed_command).parameters.values() if p.name in _BACKEND_OPTIONS]
+BACKEND_PARAMS = [
+    p for p in inspect.signature(embed_command).parameters.values() if p.name in _BACKEND_OPTIONS
+]
 
 
 def with_backend_options(fn):
@@ -26,7 +28,9 @@ def with_backend_options(fn):
         return fn(**kwargs, model=build_backend(options.pop("backend"), **options))
 
     command.__signature__ = inspect.Signature(own + BACKEND_PARAMS)
-    command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
+    command.__annotations__ = {
+        p.name: p.annotation for p in command.__signature__.parameters.values()
+    }
     del command.__wrapped__  # typer must read the joined signature, not fn's
     return command
 
@@ -34,10 +38,14 @@ def with_backend_options(fn):
 @with_backend_options
 def search_command(
     ctx: typer.Context,
-    text: Annotated[str | None, typer.Argument(help="Words to search for, e.g. \"red car\".")] = None,
-    image: Annotated[str | None, typer.Option(help="An image to search by: a listed locator or name, or a file.")] = None,
+    text: Annotated[str | None, typer.Argument(help='Words to search for, e.g. "red car".')] = None,
+    image: Annotated[
+        str | None, typer.Option(help="An image to search by: a listed locator or name, or a file.")
+    ] = None,
     k: Annotated[int, typer.Option(help="How many images.")] = 10,
-    min_score: Annotated[float | None, typer.Option(help="Leave out matches scoring below this (0-1).")] = None,
+    min_score: Annotated[
+        float | None, typer.Option(help="Leave out matches scoring below this (0-1).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     model=None,
 ) -> None:
@@ -59,7 +67,9 @@ def search_command(
 @with_backend_options
 def text_embed_command(
     ctx: typer.Context,
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to save; with none, embed the pending ones.")] = None,
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts to save; with none, embed the pending ones.")
+    ] = None,
     model=None,
 ) -> None:
     """Save texts for SQL search (table text_embeddings, view text_queries) and embed pending ones."""

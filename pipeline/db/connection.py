@@ -54,7 +54,9 @@ async def resolve_url(settings: Settings) -> str:
     return url
 
 
-async def connect(url: str, *, timeout: float = 15.0, register_vector: bool = True) -> asyncpg.Connection:
+async def connect(
+    url: str, *, timeout: float = 15.0, register_vector: bool = True
+) -> asyncpg.Connection:
     """A connection, retried while the server is not ready; pgvector's codec registered."""
     try:
         async for attempt in AsyncRetrying(
@@ -101,7 +103,9 @@ async def _ensure_embedded_database(admin_url: str | None, timeout: float) -> No
     assert admin_url is not None
     conn = await connect(admin_url, timeout=timeout, register_vector=False)
     try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE)
+        exists = await conn.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE
+        )
         if not exists:
             with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')

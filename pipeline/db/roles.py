@@ -12,7 +12,9 @@ async def grant_reader(conn: asyncpg.Connection, role: str) -> bool:
     ident = await conn.fetchval("SELECT quote_ident($1)", role)
     database = await conn.fetchval("SELECT quote_ident(current_database())")
     async with conn.transaction():
-        created = not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role)
+        created = not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role
+        )
         if created:
             await conn.execute(f"CREATE ROLE {ident} LOGIN")
         for statement in (

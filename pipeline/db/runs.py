@@ -10,23 +10,40 @@ import asyncpg
 from pipeline.errors import ImgvecError
 
 
-async def start_run(conn: asyncpg.Connection, stage: str, source: str, *, space_id: int | None = None,
-                    started_at=None) -> int:
+async def start_run(
+    conn: asyncpg.Connection,
+    stage: str,
+    source: str,
+    *,
+    space_id: int | None = None,
+    started_at=None,
+) -> int:
     return await conn.fetchval(
         "INSERT INTO runs (stage, source, space_id, started_at) VALUES ($1, $2, $3, coalesce($4, now())) "
         "RETURNING run_id",
-        stage, source, space_id, started_at,
+        stage,
+        source,
+        space_id,
+        started_at,
     )
 
 
-async def finish_run(conn: asyncpg.Connection, run_id: int, counts: Mapping, status: str,
-                     error: BaseException | None = None) -> None:
+async def finish_run(
+    conn: asyncpg.Connection,
+    run_id: int,
+    counts: Mapping,
+    status: str,
+    error: BaseException | None = None,
+) -> None:
     """Close a run. Best effort: if the connection itself is what failed, the run stays
     'running' with no finish time, which is the truth."""
     try:
         await conn.execute(
             "UPDATE runs SET finished_at = now(), status = $2, counts = $3::jsonb, error = $4 WHERE run_id = $1",
-            run_id, status, json.dumps(dict(counts)), None if error is None else safe_error(error),
+            run_id,
+            status,
+            json.dumps(dict(counts)),
+            None if error is None else safe_error(error),
         )
     except Exception:
         pass

@@ -51,7 +51,9 @@ async def register_space(conn: asyncpg.Connection, space: EmbeddingSpace) -> int
     becomes the default; registering another never changes or deletes existing vectors."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SPACES_LOCK_KEY)
-        row = await conn.fetchrow("SELECT space_id FROM embedding_spaces WHERE name = $1", space.name)
+        row = await conn.fetchrow(
+            "SELECT space_id FROM embedding_spaces WHERE name = $1", space.name
+        )
         if row is not None:
             return row["space_id"]
         space_id = await conn.fetchval(
@@ -59,8 +61,13 @@ async def register_space(conn: asyncpg.Connection, space: EmbeddingSpace) -> int
             INSERT INTO embedding_spaces (name, backend, model, weights, dimension, metric, normalized)
             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING space_id
             """,
-            space.name, space.backend, space.model, space.weights, space.dimension,
-            space.metric, space.normalized,
+            space.name,
+            space.backend,
+            space.model,
+            space.weights,
+            space.dimension,
+            space.metric,
+            space.normalized,
         )
         partition = partition_name(space_id)
         await conn.execute(
@@ -70,7 +77,9 @@ async def register_space(conn: asyncpg.Connection, space: EmbeddingSpace) -> int
             # Inline rather than in the TOAST table: see migrations/versions/0005_lean_embeddings.py.
             await conn.execute(f"ALTER TABLE {partition} ALTER COLUMN embedding SET STORAGE PLAIN")
         await _copy_comments(conn, "embeddings", partition, f"Vectors of space {space.name}: ")
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM embedding_spaces WHERE is_default)"):
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM embedding_spaces WHERE is_default)"
+        ):
             await _make_default(conn, space_id)
     return space_id
 
@@ -116,7 +125,9 @@ async def create_hnsw_index(
 
 
 async def _dimension(conn: asyncpg.Connection, space_id: int) -> int:
-    dimension = await conn.fetchval("SELECT dimension FROM embedding_spaces WHERE space_id = $1", space_id)
+    dimension = await conn.fetchval(
+        "SELECT dimension FROM embedding_spaces WHERE space_id = $1", space_id
+    )
     if dimension is None:
         raise LookupError(f"no embedding space with id {space_id}")
     return dimension
@@ -124,8 +135,13 @@ async def _dimension(conn: asyncpg.Connection, space_id: int) -> int:
 
 async def _make_default(conn: asyncpg.Connection, space_id: int) -> None:
     dimension = await _dimension(conn, space_id)
-    await conn.execute("UPDATE embedding_spaces SET is_default = false WHERE is_default AND space_id <> $1", space_id)
-    await conn.execute("UPDATE embedding_spaces SET is_default = true WHERE space_id = $1", space_id)
+    await conn.execute(
+        "UPDATE embedding_spaces SET is_default = false WHERE is_default AND space_id <> $1",
+        space_id,
+    )
+    await conn.execute(
+        "UPDATE embedding_spaces SET is_default = true WHERE space_id = $1", space_id
+    )
     # The column type changes with the dimension, so the view is replaced, not altered; its
     # comments are carried over.
     comments = await _comments(conn, "image_embeddings")
@@ -158,7 +174,9 @@ async def _comments(conn: asyncpg.Connection, relation: str) -> dict[str | None,
     return {r["column"]: r["comment"] for r in rows if r["comment"] is not None}
 
 
-async def _apply_comments(conn, kind: str, relation: str, comments: dict[str | None, str], prefix: str = "") -> None:
+async def _apply_comments(
+    conn, kind: str, relation: str, comments: dict[str | None, str], prefix: str = ""
+) -> None:
     for column, comment in comments.items():
         target = f"{kind} {relation}" if column is None else f"COLUMN {relation}.{_ident(column)}"
         text = prefix + comment if column is None else comment

@@ -1,8 +1,8 @@
 """The notebook API: embed `(locator, PIL.Image)` pairs or texts, vectors back in a stream.
 
-    from pipeline import embed_images
-    for locator, vector in embed_images(pairs, backend="clip", pretrained="none"):
-        ...
+from pipeline import embed_images
+for locator, vector in embed_images(pairs, backend="clip", pretrained="none"):
+    ...
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ from pipeline.embedding.backends import EmbeddingBackend, ImageItem, ItemFailure
 from pipeline.embedding.images import to_rgb
 
 
-def embed_images(items: Iterable[tuple[str, object]], backend: str | EmbeddingBackend = "clip", *,
-                 batch_size: int = 50, **backend_options) -> Iterator[tuple[str, np.ndarray | None]]:
+def embed_images(
+    items: Iterable[tuple[str, object]],
+    backend: str | EmbeddingBackend = "clip",
+    *,
+    batch_size: int = 50,
+    **backend_options,
+) -> Iterator[tuple[str, np.ndarray | None]]:
     """Yield `(locator, vector)` for each `(locator, PIL.Image)`, in order, holding at most a few
     batches in memory. An image that cannot be embedded yields `(locator, None)`."""
     model = _backend(backend, batch_size, backend_options)
@@ -40,8 +45,13 @@ def embed_images(items: Iterable[tuple[str, object]], backend: str | EmbeddingBa
         yield item.locator, None if isinstance(result, ItemFailure) else result
 
 
-def embed_texts(texts: Iterable[str], backend: str | EmbeddingBackend = "clip", *, batch_size: int = 50,
-                **backend_options) -> Iterator[np.ndarray]:
+def embed_texts(
+    texts: Iterable[str],
+    backend: str | EmbeddingBackend = "clip",
+    *,
+    batch_size: int = 50,
+    **backend_options,
+) -> Iterator[np.ndarray]:
     """Yield one vector per text, in the same space as the backend's images."""
     yield from _backend(backend, batch_size, backend_options).embed_texts(texts)
 

@@ -77,7 +77,13 @@ def content_key(locator: str, content_hash: str | None) -> str:
 
 def vector_text(vector: np.ndarray) -> str:
     """pgvector's text form, '[0.1,0.2,…]', with float32's full precision."""
-    return "[" + ",".join(np.format_float_positional(v, unique=True, trim="-") for v in vector.astype(np.float32)) + "]"
+    return (
+        "["
+        + ",".join(
+            np.format_float_positional(v, unique=True, trim="-") for v in vector.astype(np.float32)
+        )
+        + "]"
+    )
 
 
 def parse_vector(text: str) -> np.ndarray:
@@ -97,13 +103,14 @@ def read_index(work: WorkDir, folder: str) -> PartIndex:
     index = PartIndex()
     files = work.sizes(folder)
     parts = {int(m.group(1)): f for f in files if (m := _PART.search(f))}
-    for number, path in parts.items():
+    for _number, path in parts.items():
         index.done.update(content_key(loc, h) for loc, h in _part_keys(work, path, files))
         if has_failures(path, files):
             failed = read_failures(work, path)
             permanent = failed[failed["permanent"] == "True"]
             index.failed_permanently.update(
-                content_key(loc, h) for loc, h in zip(permanent["locator"], permanent["content_hash"])
+                content_key(loc, h)
+                for loc, h in zip(permanent["locator"], permanent["content_hash"], strict=False)
             )
     index.next_number = max(parts, default=-1) + 1
     return index
@@ -112,7 +119,9 @@ def read_index(work: WorkDir, folder: str) -> PartIndex:
 class PartWriter:
     """Publishes parts under the next free number (never overwriting another run's part)."""
 
-    def __init__(self, work: WorkDir, folder: str, space: EmbeddingSpace, first_number: int) -> None:
+    def __init__(
+        self, work: WorkDir, folder: str, space: EmbeddingSpace, first_number: int
+    ) -> None:
         self.work = work
         self.folder = folder
         self.space = space
@@ -125,12 +134,16 @@ class PartWriter:
         scratch.close()
         self.work.publish(scratch.name, f"{self.folder}/{SPACE_FILE}")
 
-    def write(self, vectors: list[tuple[str, str | None, np.ndarray]],
-              failures: list[tuple[str, str | None, str, bool]]) -> str:
+    def write(
+        self,
+        vectors: list[tuple[str, str | None, np.ndarray]],
+        failures: list[tuple[str, str | None, str, bool]],
+    ) -> str:
         if not self.published:
             self.write_space()
         part_frame = pd.DataFrame(
-            [(loc, h or "", self.space.name, vector_text(v)) for loc, h, v in vectors], columns=PART_COLUMNS
+            [(loc, h or "", self.space.name, vector_text(v)) for loc, h, v in vectors],
+            columns=PART_COLUMNS,
         )
         failure_frame = pd.DataFrame(
             [(loc, h or "", "embed", reason, permanent) for loc, h, reason, permanent in failures],
@@ -141,22 +154,33 @@ class PartWriter:
             self.number += 1
             # The failures file (written even when empty) claims the number, then the part follows:
             # a part's failures are on disk before the part, so no load can see one without the other.
-            claimed, _ = self._publish(failure_frame, f"{self.folder}/failures-{number:05d}.csv", exclusive=True)
+            claimed, _ = self._publish(
+                failure_frame, f"{self.folder}/failures-{number:05d}.csv", exclusive=True
+            )
             if claimed is None:
                 continue  # another process took this number meanwhile: use the next one
             relpath = f"{self.folder}/part-{number:05d}.csv"
             path, csv_size = self._publish(part_frame, relpath, exclusive=True)
             if path is None:
                 continue  # (a writer that claims by part, not by failures file)
-            self._publish_twin(relpath, csv_size, part_frame, np.stack([v for _, _, v in vectors]) if vectors else None)
+            self._publish_twin(
+                relpath,
+                csv_size,
+                part_frame,
+                np.stack([v for _, _, v in vectors]) if vectors else None,
+            )
             self.published.append(path)
             return path
 
-    def _publish_twin(self, relpath: str, csv_size: int, frame: pd.DataFrame, vectors: np.ndarray | None) -> None:
+    def _publish_twin(
+        self, relpath: str, csv_size: int, frame: pd.DataFrame, vectors: np.ndarray | None
+    ) -> None:
         # Written only once the CSV has claimed its number, so a twin always belongs to its CSV.
         if vectors is None:
             return  # an empty part is known empty from its CSV's size
-        locators, hashes = (np.array(frame[column].tolist(), dtype=str) for column in ("locator", "content_hash"))
+        locators, hashes = (
+            np.array(frame[column].tolist(), dtype=str) for column in ("locator", "content_hash")
+        )
         keys = np.empty(len(frame), _keys_type(locators.dtype, hashes.dtype))
         keys["locator"], keys["content_hash"], keys["csv_size"] = locators, hashes, csv_size
         twin = binary_twin(relpath)
@@ -166,7 +190,9 @@ class PartWriter:
         scratch.close()
         self.work.publish(scratch.name, twin)
 
-    def _publish(self, frame: pd.DataFrame, relpath: str, *, exclusive: bool) -> tuple[str | None, int]:
+    def _publish(
+        self, frame: pd.DataFrame, relpath: str, *, exclusive: bool
+    ) -> tuple[str | None, int]:
         scratch = self.work.scratch_file(relpath)
         frame.to_csv(scratch, index=False)
         scratch.close()
@@ -177,8 +203,9 @@ class PartWriter:
         return path, size
 
 
-def read_part(work: WorkDir, path: str, dimension: int, csv_size: int | None = None,
-              has_twin: bool = True) -> PartRows:
+def read_part(
+    work: WorkDir, path: str, dimension: int, csv_size: int | None = None, has_twin: bool = True
+) -> PartRows:
     """A part's rows: from its binary twin when that matches the CSV (`csv_size`, from the
     folder listing), else parsed from the CSV."""
     if csv_size is not None and csv_size <= _EMPTY_PART:
@@ -189,29 +216,45 @@ def read_part(work: WorkDir, path: str, dimension: int, csv_size: int | None = N
             keys, vectors = twin
             return PartRows(keys["locator"].tolist(), keys["content_hash"].tolist(), vectors)
     with work.open_text(path) as fh:
-        frame = pd.read_csv(fh, usecols=["locator", "content_hash", "embedding"], dtype=str, keep_default_na=False)
+        frame = pd.read_csv(
+            fh, usecols=["locator", "content_hash", "embedding"], dtype=str, keep_default_na=False
+        )
     if frame.empty:
         return PartRows([], [], np.zeros((0, dimension), dtype=np.float32), parsed_csv=True)
     # One C-level parse of all the part's vectors instead of one per row.
-    flat = np.fromstring(",".join(text[1:-1] for text in frame["embedding"]), dtype=np.float32, sep=",")
+    flat = np.fromstring(
+        ",".join(text[1:-1] for text in frame["embedding"]), dtype=np.float32, sep=","
+    )
     if flat.size != len(frame) * dimension:
-        raise ConfigError(f"{work.describe(path)}: vectors are not all of dimension {dimension}",
-                          hint="the part is damaged: delete it and rerun `imgvec embed` to recompute it")
-    return PartRows(frame["locator"].tolist(), frame["content_hash"].tolist(), flat.reshape(len(frame), dimension),
-                    parsed_csv=True)
+        raise ConfigError(
+            f"{work.describe(path)}: vectors are not all of dimension {dimension}",
+            hint="the part is damaged: delete it and rerun `imgvec embed` to recompute it",
+        )
+    return PartRows(
+        frame["locator"].tolist(),
+        frame["content_hash"].tolist(),
+        flat.reshape(len(frame), dimension),
+        parsed_csv=True,
+    )
 
 
 def _part_keys(work: WorkDir, path: str, sizes: dict[str, int]) -> zip:
     """(locator, content_hash) of each row of a part: from its twin when that matches, else the CSV."""
     if sizes[path] <= _EMPTY_PART:
         return zip()
-    twin = _read_twin(work, path, sizes[path], with_vectors=False) if binary_twin(path) in sizes else None
+    twin = (
+        _read_twin(work, path, sizes[path], with_vectors=False)
+        if binary_twin(path) in sizes
+        else None
+    )
     if twin is not None:
         keys, _ = twin
-        return zip(keys["locator"].tolist(), keys["content_hash"].tolist())
+        return zip(keys["locator"].tolist(), keys["content_hash"].tolist(), strict=False)
     with work.open_text(path) as fh:
-        frame = pd.read_csv(fh, usecols=["locator", "content_hash"], dtype=str, keep_default_na=False)
-    return zip(frame["locator"].tolist(), frame["content_hash"].tolist())
+        frame = pd.read_csv(
+            fh, usecols=["locator", "content_hash"], dtype=str, keep_default_na=False
+        )
+    return zip(frame["locator"].tolist(), frame["content_hash"].tolist(), strict=False)
 
 
 def read_failures(work: WorkDir, part_path: str) -> pd.DataFrame:
@@ -230,7 +273,11 @@ def _read_twin(work: WorkDir, path: str, csv_size: int, *, with_vectors: bool) -
     try:
         with work.open_binary(binary_twin(path)) as fh:
             keys = np.load(fh, allow_pickle=False)
-            if keys.dtype.names != ("locator", "content_hash", "csv_size") or keys.ndim != 1 or not len(keys):
+            if (
+                keys.dtype.names != ("locator", "content_hash", "csv_size")
+                or keys.ndim != 1
+                or not len(keys)
+            ):
                 return None
             if int(keys["csv_size"][0]) != csv_size:
                 return None

@@ -30,7 +30,9 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise BadImage(f"too many pixels ({width}x{height} > {max_pixels}): possible decompression bomb")
+                raise BadImage(
+                    f"too many pixels ({width}x{height} > {max_pixels}): possible decompression bomb"
+                )
             image.seek(0)  # animated GIF / WebP: the first frame stands for the whole
             image.load()
     except BadImage:
@@ -38,7 +40,9 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise BadImage(f"decompression bomb refused: {err}") from None
     except UnidentifiedImageError:
-        kind = "HTML" if data.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")) else "unknown"
+        kind = (
+            "HTML" if data.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")) else "unknown"
+        )
         raise BadImage(f"not an image ({kind} content, {len(data)} bytes)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         text = str(err) or type(err).__name__

@@ -12,7 +12,9 @@ _local = threading.local()  # one client per thread: the storage clients are not
 
 
 class ObjectReader:
-    def __init__(self, *, s3_endpoint_url: str | None = None, max_bytes: int = 200 * 1024 * 1024) -> None:
+    def __init__(
+        self, *, s3_endpoint_url: str | None = None, max_bytes: int = 200 * 1024 * 1024
+    ) -> None:
         self.s3_endpoint_url = s3_endpoint_url
         self.max_bytes = max_bytes
 
@@ -20,9 +22,16 @@ class ObjectReader:
         parts = urlsplit(locator)
         try:
             if parts.scheme == "gs":
-                return self._gcs().bucket(parts.netloc).blob(parts.path.lstrip("/")).download_as_bytes()
+                return (
+                    self._gcs()
+                    .bucket(parts.netloc)
+                    .blob(parts.path.lstrip("/"))
+                    .download_as_bytes()
+                )
             if parts.scheme == "s3":
-                body = self._s3().get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"]
+                body = self._s3().get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))[
+                    "Body"
+                ]
                 return body.read()
             path = Path(locator.removeprefix("file://"))
             if path.stat().st_size > self.max_bytes:
@@ -36,8 +45,10 @@ class ObjectReader:
             name = type(err).__name__
             if name in ("NotFound", "NoSuchKey"):
                 raise ItemFailure("object no longer exists (deleted since the listing)") from None
-            raise ItemFailure(f"cannot read: {name}: {str(err).splitlines()[0][:200] if str(err) else ''}",
-                              permanent=False) from None
+            raise ItemFailure(
+                f"cannot read: {name}: {str(err).splitlines()[0][:200] if str(err) else ''}",
+                permanent=False,
+            ) from None
 
     def _gcs(self):
         if getattr(_local, "gcs", None) is None:

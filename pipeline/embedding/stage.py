@@ -17,8 +17,19 @@ import pandas as pd
 from pipeline.db import open_database
 from pipeline.db.runs import finish_run, start_run
 from pipeline.db.spaces import register_space
-from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, ordered_bounded
-from pipeline.embedding.checkpoints import PartIndex, PartWriter, content_key, read_index, space_folder
+from pipeline.embedding.backends.base import (
+    EmbeddingBackend,
+    ImageItem,
+    ItemFailure,
+    ordered_bounded,
+)
+from pipeline.embedding.checkpoints import (
+    PartIndex,
+    PartWriter,
+    content_key,
+    read_index,
+    space_folder,
+)
 from pipeline.embedding.images import BadImage, decode_image
 from pipeline.embedding.readers import ObjectReader
 from pipeline.errors import ConfigError
@@ -44,21 +55,33 @@ class EmbedResult:
 
     def summary(self) -> str:
         c = self.counts
-        return (f"space {self.space}: {c['embedded']} embedded, {c['failed']} failed, "
-                f"{c['already_embedded']} already embedded, {c['duplicates']} duplicates reused, "
-                f"{c['known_failures']} known failures skipped; {len(self.parts)} new parts")
+        return (
+            f"space {self.space}: {c['embedded']} embedded, {c['failed']} failed, "
+            f"{c['already_embedded']} already embedded, {c['duplicates']} duplicates reused, "
+            f"{c['known_failures']} known failures skipped; {len(self.parts)} new parts"
+        )
 
 
 def latest_manifest(work: WorkDir) -> str:
     manifests = [p for p in work.list("manifests") if p.endswith(".csv")]
     if not manifests:
-        raise ConfigError(f"no manifest in {work.spec}", hint=f"run `imgvec list SOURCE --work-dir {work.spec}` first")
+        raise ConfigError(
+            f"no manifest in {work.spec}",
+            hint=f"run `imgvec list SOURCE --work-dir {work.spec}` first",
+        )
     return manifests[-1]  # names carry a sortable UTC time
 
 
-async def embed_work_dir(*, work_dir: str, backend: EmbeddingBackend, settings: Settings | None = None,
-                         force: bool = False, retry_failed: bool = False, part_size: int = 256,
-                         read_workers: int = 8) -> EmbedResult:
+async def embed_work_dir(
+    *,
+    work_dir: str,
+    backend: EmbeddingBackend,
+    settings: Settings | None = None,
+    force: bool = False,
+    retry_failed: bool = False,
+    part_size: int = 256,
+    read_workers: int = 8,
+) -> EmbedResult:
     settings = settings or Settings()
     work = WorkDir(work_dir)
     manifest = latest_manifest(work)
@@ -84,17 +107,25 @@ async def embed_work_dir(*, work_dir: str, backend: EmbeddingBackend, settings: 
         except BaseException as err:
             await finish_run(conn, run_id, result.counts, "failed", err)
             raise
-        await finish_run(conn, run_id, result.counts, "partial" if result.counts["failed"] else "succeeded")
+        await finish_run(
+            conn, run_id, result.counts, "partial" if result.counts["failed"] else "succeeded"
+        )
     return result
 
 
-def _items_to_embed(work: WorkDir, manifest: str, index: PartIndex, retry_failed: bool,
-                    counts: Counter) -> Iterator[ImageItem]:
+def _items_to_embed(
+    work: WorkDir, manifest: str, index: PartIndex, retry_failed: bool, counts: Counter
+) -> Iterator[ImageItem]:
     """Manifest rows whose bytes this space has not embedded yet, each content once."""
     seen: set[str] = set()
     with work.open_text(manifest) as fh:
-        chunks = pd.read_csv(fh, usecols=["locator", "content_hash", "status"], dtype="string",
-                             keep_default_na=False, chunksize=10_000)
+        chunks = pd.read_csv(
+            fh,
+            usecols=["locator", "content_hash", "status"],
+            dtype="string",
+            keep_default_na=False,
+            chunksize=10_000,
+        )
         for chunk in chunks:
             for locator, content_hash, status in chunk.itertuples(index=False):
                 if status in ("deleted", "skipped"):
@@ -111,8 +142,15 @@ def _items_to_embed(work: WorkDir, manifest: str, index: PartIndex, retry_failed
                     yield ImageItem(locator, content_hash=content_hash or None)
 
 
-def _embed_items(items, backend: EmbeddingBackend, reader: ObjectReader, writer: PartWriter,
-                 part_size: int, read_workers: int, counts: Counter) -> list[tuple[str, str | None, str]]:
+def _embed_items(
+    items,
+    backend: EmbeddingBackend,
+    reader: ObjectReader,
+    writer: PartWriter,
+    part_size: int,
+    read_workers: int,
+    counts: Counter,
+) -> list[tuple[str, str | None, str]]:
     vectors: list = []
     failed: list = []
     all_failures: list[tuple[str, str | None, str]] = []
@@ -146,7 +184,9 @@ def _embed_items(items, backend: EmbeddingBackend, reader: ObjectReader, writer:
             loaded = ordered_bounded(load, items, pool, in_flight=read_workers * 4)
             for item, outcome in backend.embed_stream(loaded):
                 if isinstance(outcome, ItemFailure):
-                    failed.append((item.locator, item.content_hash, outcome.reason, outcome.permanent))
+                    failed.append(
+                        (item.locator, item.content_hash, outcome.reason, outcome.permanent)
+                    )
                 else:
                     vectors.append((item.locator, item.content_hash, outcome))
                 item.source = None  # let the decoded image go

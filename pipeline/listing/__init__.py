@@ -51,8 +51,11 @@ async def list_source(
     settings = settings or Settings()
     object_filter = object_filter or ObjectFilter()
     source = source or open_source(
-        spec, page_size=page_size, timeout=settings.storage_timeout,
-        endpoint_url=settings.s3_endpoint_url, wanted=lambda name, size: object_filter.wanted_name(name),
+        spec,
+        page_size=page_size,
+        timeout=settings.storage_timeout,
+        endpoint_url=settings.s3_endpoint_url,
+        wanted=lambda name, size: object_filter.wanted_name(name),
     )
     listed_at = datetime.now(UTC)
     relpath = f"manifests/manifest-{listed_at:%Y%m%dT%H%M%S%fZ}.csv"

@@ -30,7 +30,12 @@ class ObjectFilter:
         if self.extensions and suffix not in self.extensions and not is_image_type:
             return f"not an image ({suffix or 'no extension'}, {obj.content_type or 'no content type'})"
         reason = self._glob_reason(obj.name)
-        if reason is None and self.max_size is not None and obj.size is not None and obj.size > self.max_size:
+        if (
+            reason is None
+            and self.max_size is not None
+            and obj.size is not None
+            and obj.size > self.max_size
+        ):
             reason = f"too large ({obj.size} bytes > --max-size {self.max_size})"
         return reason
 

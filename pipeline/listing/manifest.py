@@ -27,7 +27,8 @@ class ManifestWriter:
 
     def write(self, rows: Iterable[tuple[ObjectInfo, str, str | None]]) -> None:
         records = [
-            (*_values(obj), status, status in ("new", "changed"), reason) for obj, status, reason in rows
+            (*_values(obj), status, status in ("new", "changed"), reason)
+            for obj, status, reason in rows
         ]
         if not records:
             return
@@ -50,10 +51,31 @@ class ManifestWriter:
 
 def read_manifest(path) -> pd.DataFrame:
     """A manifest as a DataFrame, with names kept as text (never parsed as numbers or NaN)."""
-    text = {c: "string" for c in ("locator", "scheme", "bucket", "key", "name", "generation", "etag",
-                                  "md5", "crc32c", "content_hash", "content_type", "status", "reason")}
-    return pd.read_csv(path, dtype=text | {"size": "Int64"}, keep_default_na=False, na_values={"size": [""]},
-                       parse_dates=["updated_at"])
+    text = {
+        c: "string"
+        for c in (
+            "locator",
+            "scheme",
+            "bucket",
+            "key",
+            "name",
+            "generation",
+            "etag",
+            "md5",
+            "crc32c",
+            "content_hash",
+            "content_type",
+            "status",
+            "reason",
+        )
+    }
+    return pd.read_csv(
+        path,
+        dtype=text | {"size": "Int64"},
+        keep_default_na=False,
+        na_values={"size": [""]},
+        parse_dates=["updated_at"],
+    )
 
 
 def _values(obj: ObjectInfo) -> tuple:

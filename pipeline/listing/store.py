@@ -58,7 +58,9 @@ class ObjectStore:
         else:
             await self.conn.execute(f"TRUNCATE {_STAGING}")
         await self.conn.copy_records_to_table(
-            _STAGING, records=[tuple(getattr(o, c) for c in OBJECT_COLUMNS) for o in batch], columns=OBJECT_COLUMNS
+            _STAGING,
+            records=[tuple(getattr(o, c) for c in OBJECT_COLUMNS) for o in batch],
+            columns=OBJECT_COLUMNS,
         )
         statuses = dict(await self.conn.fetch(_STATUS_SQL))
         await self.conn.execute(_UPSERT_SQL, self.listed_at)

@@ -31,11 +31,17 @@ from pipeline.db import connect, open_database, resolve_url
 from pipeline.db.runs import finish_run, start_run
 from pipeline.db.spaces import EmbeddingSpace, partition_name, register_space
 from pipeline.embedding.checkpoints import (
-    SPACE_FILE, PartRows, binary_twin, has_failures, is_part, read_failures, read_part,
+    SPACE_FILE,
+    PartRows,
+    binary_twin,
+    has_failures,
+    is_part,
+    read_failures,
+    read_part,
 )
+from pipeline.errors import ConfigError
 from pipeline.loading.binary_copy import binary_copy
 from pipeline.loading.indexing import build_index
-from pipeline.errors import ConfigError
 from pipeline.progress import Progress
 from pipeline.settings import Settings
 from pipeline.workdir import WorkDir
@@ -43,9 +49,13 @@ from pipeline.workdir import WorkDir
 # Which objects a batch's rows are for: by content hash (identical bytes under several locators
 # all get the vector), or by locator where the store gives no hash.
 # (Two arrays, not a row per object: asyncpg decodes them at a fraction of the client's CPU.)
-_OBJECTS_BY_HASH = ("SELECT array_agg(content_hash), array_agg(object_id) FROM objects "
-                    "WHERE content_hash = ANY($1::text[])")
-_OBJECTS_BY_LOCATOR = "SELECT array_agg(locator), array_agg(object_id) FROM objects WHERE locator = ANY($1::text[])"
+_OBJECTS_BY_HASH = (
+    "SELECT array_agg(content_hash), array_agg(object_id) FROM objects "
+    "WHERE content_hash = ANY($1::text[])"
+)
+_OBJECTS_BY_LOCATOR = (
+    "SELECT array_agg(locator), array_agg(object_id) FROM objects WHERE locator = ANY($1::text[])"
+)
 # Which of them already have a vector in the space. (A separate probe by key: folded into one
 # query with the match as EXISTS, the planner hashed the whole partition for every batch.)
 _HAVE_VECTORS = "SELECT array_agg(object_id) FROM embeddings WHERE space_id = $1 AND object_id = ANY($2::bigint[])"
@@ -104,31 +114,50 @@ class LoadResult:
 
     def summary(self) -> str:
         c = self.counts
-        parsed = f" ({c['parts_parsed_from_csv']} parsed from CSV, no usable binary twin)" if c["parts_parsed_from_csv"] else ""
-        return (f"{c['parts_loaded']} parts loaded{parsed} ({c['rows']} vectors), {c['parts_skipped']} already "
-                f"loaded, {c['reused']} vectors reused for identical bytes; indexes: {', '.join(self.indexes) or 'none'}")
+        parsed = (
+            f" ({c['parts_parsed_from_csv']} parsed from CSV, no usable binary twin)"
+            if c["parts_parsed_from_csv"]
+            else ""
+        )
+        return (
+            f"{c['parts_loaded']} parts loaded{parsed} ({c['rows']} vectors), {c['parts_skipped']} already "
+            f"loaded, {c['reused']} vectors reused for identical bytes; indexes: {', '.join(self.indexes) or 'none'}"
+        )
 
 
-async def load_work_dir(*, work_dir: str, settings: Settings | None = None, index: bool = True,
-                        maintenance_work_mem: str = "1GB") -> LoadResult:
+async def load_work_dir(
+    *,
+    work_dir: str,
+    settings: Settings | None = None,
+    index: bool = True,
+    maintenance_work_mem: str = "1GB",
+) -> LoadResult:
     settings = settings or Settings()
     work = WorkDir(work_dir)
     # One listing of every space's files, with their sizes: on GCS a listing is a request per 1,000.
     by_folder: dict[str, dict[str, int]] = {}
     for path, size in work.sizes_below("embeddings").items():
         by_folder.setdefault(path.rsplit("/", 1)[0], {})[path] = size
-    folders = sorted(folder for folder, sizes in by_folder.items() if f"{folder}/{SPACE_FILE}" in sizes)
+    folders = sorted(
+        folder for folder, sizes in by_folder.items() if f"{folder}/{SPACE_FILE}" in sizes
+    )
     if not folders:
-        raise ConfigError(f"no embeddings in {work.spec}", hint=f"run `imgvec embed --work-dir {work.spec}` first")
+        raise ConfigError(
+            f"no embeddings in {work.spec}", hint=f"run `imgvec embed --work-dir {work.spec}` first"
+        )
     url = await resolve_url(settings)
     async with open_database(settings) as conn:
         run_id = await start_run(conn, "load", work.spec)
         result = LoadResult(run_id)
         try:
             for folder in folders:
-                space_id = await _load_space(conn, url, work, folder, by_folder[folder], run_id, result)
+                space_id = await _load_space(
+                    conn, url, work, folder, by_folder[folder], run_id, result
+                )
                 if index:
-                    result.indexes.append(await _ensure_index(conn, space_id, maintenance_work_mem, url))
+                    result.indexes.append(
+                        await _ensure_index(conn, space_id, maintenance_work_mem, url)
+                    )
         except BaseException as err:
             await finish_run(conn, run_id, result.counts, "failed", err)
             raise
@@ -141,8 +170,15 @@ def read_space(work: WorkDir, folder: str) -> EmbeddingSpace:
         return EmbeddingSpace(**json.load(fh))
 
 
-async def _load_space(conn, url: str, work: WorkDir, folder: str, sizes: dict[str, int], run_id: int,
-                      result: LoadResult) -> int:
+async def _load_space(
+    conn,
+    url: str,
+    work: WorkDir,
+    folder: str,
+    sizes: dict[str, int],
+    run_id: int,
+    result: LoadResult,
+) -> int:
     space = read_space(work, folder)
     space_id = await register_space(conn, space)
     # One loader per space at a time, for the whole load: what is loaded and which objects have a
@@ -166,6 +202,7 @@ async def _load_space(conn, url: str, work: WorkDir, folder: str, sizes: dict[st
 @dataclass
 class _Group:
     """A group of parts made ready to load: everything but the writes is done beforehand."""
+
     parts: list[tuple[str, int, bool]]  # (part, rows, parsed from its CSV)
     rows: int
     object_ids: list[int]  # every object the rows are for
@@ -193,19 +230,29 @@ class _SpaceLoader:
 
     async def load(self, space: EmbeddingSpace, sizes: dict[str, int]) -> None:
         conn, work = self.conn, self.work
-        done = {r[0] for r in await conn.fetch("SELECT part FROM loaded_parts WHERE space_id = $1", self.space_id)}
+        done = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT part FROM loaded_parts WHERE space_id = $1", self.space_id
+            )
+        }
         # A part's identity is where it lives: two work dirs may both have a part-00000.
         parts = sorted(p for p in sizes if is_part(p))
         todo = [p for p in parts if work.describe(p) not in done]
         self.result.counts["parts_skipped"] += len(parts) - len(todo)
         groups = _groups(todo)
         self.space_has_failures = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM failures WHERE stage = 'embed' AND space_id = $1)", self.space_id)
+            "SELECT EXISTS (SELECT 1 FROM failures WHERE stage = 'embed' AND space_id = $1)",
+            self.space_id,
+        )
         self.empty_at_start = not await conn.fetchval(
-            f"SELECT EXISTS (SELECT 1 FROM {partition_name(self.space_id)})")
+            f"SELECT EXISTS (SELECT 1 FROM {partition_name(self.space_id)})"
+        )
         # Created once per connection and emptied at each commit: no catalog churn per part.
-        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS load_batch "
-                           "(object_id bigint, embedding vector, content_hash text) ON COMMIT DELETE ROWS")
+        await conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS load_batch "
+            "(object_id bigint, embedding vector, content_hash text) ON COMMIT DELETE ROWS"
+        )
         progress = Progress("load", "vectors")
         pending = None
         try:
@@ -215,7 +262,9 @@ class _SpaceLoader:
             for index in range(len(groups)):
                 group = await pending
                 if index + 1 < len(groups):
-                    pending = asyncio.create_task(self.prepare(groups[index + 1], space.dimension, sizes))
+                    pending = asyncio.create_task(
+                        self.prepare(groups[index + 1], space.dimension, sizes)
+                    )
                 await self.write(group)
                 progress.advance(group.rows, space=space.name)
             if not self.empty_at_start:
@@ -243,10 +292,20 @@ class _SpaceLoader:
         self.in_flight = object_ids
         new = ~have
         encoded_new, encoded_replaced = await asyncio.to_thread(
-            lambda: (_encode(rows[new], object_ids[new], batch, self.space_id),
-                     _encode(rows[have], object_ids[have], batch)))
-        return _Group(parts, len(batch.locators), ids, encoded_new, encoded_replaced,
-                      int(have.sum()), batch.failures)
+            lambda: (
+                _encode(rows[new], object_ids[new], batch, self.space_id),
+                _encode(rows[have], object_ids[have], batch),
+            )
+        )
+        return _Group(
+            parts,
+            len(batch.locators),
+            ids,
+            encoded_new,
+            encoded_replaced,
+            int(have.sum()),
+            batch.failures,
+        )
 
     async def write(self, group: _Group) -> None:
         """One transaction: the vectors of objects new to the space go straight into its partition
@@ -256,21 +315,40 @@ class _SpaceLoader:
         conn, space_id = self.conn, self.space_id
         async with conn.transaction():
             if group.new is not None:
-                await conn.copy_to_table(partition_name(space_id), source=group.new, format="binary",
-                                         columns=["space_id", "object_id", "embedding", "content_hash"])
+                await conn.copy_to_table(
+                    partition_name(space_id),
+                    source=group.new,
+                    format="binary",
+                    columns=["space_id", "object_id", "embedding", "content_hash"],
+                )
             if group.replaced is not None:
-                await conn.copy_to_table("load_batch", source=group.replaced, format="binary",
-                                         columns=["object_id", "embedding", "content_hash"])
+                await conn.copy_to_table(
+                    "load_batch",
+                    source=group.replaced,
+                    format="binary",
+                    columns=["object_id", "embedding", "content_hash"],
+                )
                 await conn.execute(_REPLACE_VECTORS, space_id)
             failures = group.failures
             if failures is not None and len(failures):
-                await conn.execute(_RECORD_FAILURES, space_id, self.run_id, failures["locator"].tolist(),
-                                   failures["content_hash"].tolist(), failures["reason"].tolist())
+                await conn.execute(
+                    _RECORD_FAILURES,
+                    space_id,
+                    self.run_id,
+                    failures["locator"].tolist(),
+                    failures["content_hash"].tolist(),
+                    failures["reason"].tolist(),
+                )
                 self.space_has_failures = True
             if self.space_has_failures:  # a vector clears an earlier failure (a retry that worked)
                 await conn.execute(_CLEAR_FAILURES, space_id, group.object_ids)
-            await conn.execute(_RECORD_PARTS, space_id, [self.work.describe(path) for path, _, _ in group.parts],
-                               [rows for _, rows, _ in group.parts], self.run_id)
+            await conn.execute(
+                _RECORD_PARTS,
+                space_id,
+                [self.work.describe(path) for path, _, _ in group.parts],
+                [rows for _, rows, _ in group.parts],
+                self.run_id,
+            )
         self.groups_written += 1
         counts = self.result.counts
         counts["parts_loaded"] += len(group.parts)
@@ -285,22 +363,29 @@ def _groups(parts: list[str]) -> list[list[str]]:
     about as long as writing)."""
     groups, start, size = [], 0, 1
     while start < len(parts):
-        groups.append(parts[start:start + size])
+        groups.append(parts[start : start + size])
         start, size = start + size, min(2 * size, PARTS_PER_TRANSACTION)
     return groups
 
 
-def _encode(rows: np.ndarray, object_ids: np.ndarray, batch: PartRows, space_id: int | None = None) -> memoryview | None:
+def _encode(
+    rows: np.ndarray, object_ids: np.ndarray, batch: PartRows, space_id: int | None = None
+) -> memoryview | None:
     """Binary COPY data for the batch's `rows`, each for its object: [space_id,] object_id,
     embedding, content_hash."""
     if not len(rows):
         return None
-    order = np.argsort(rows, kind="stable")  # in row order, all the rows need no copy of the vectors
+    order = np.argsort(
+        rows, kind="stable"
+    )  # in row order, all the rows need no copy of the vectors
     rows, object_ids = rows[order], object_ids[order]
     everything = np.array_equal(rows, np.arange(len(batch.vectors)))
     hashes = batch.content_hashes
-    columns = [("int8", object_ids), ("vector", batch.vectors if everything else batch.vectors[rows]),
-               ("text", [hashes[r] or None for r in rows.tolist()])]
+    columns = [
+        ("int8", object_ids),
+        ("vector", batch.vectors if everything else batch.vectors[rows]),
+        ("text", [hashes[r] or None for r in rows.tolist()]),
+    ]
     if space_id is not None:
         columns.insert(0, ("int4", space_id))
     return binary_copy(columns, len(rows))
@@ -313,25 +398,45 @@ async def _match_objects(conn, batch: PartRows) -> tuple[np.ndarray, np.ndarray]
     hashes, object_ids = await conn.fetchrow(_OBJECTS_BY_HASH, list(by_hash))
     rows, object_ids = [by_hash[h] for h in hashes or ()], list(object_ids or ())
     if not all(batch.content_hashes):
-        by_locator = {loc: row for row, (loc, h) in enumerate(zip(batch.locators, batch.content_hashes)) if not h}
+        by_locator = {
+            loc: row
+            for row, (loc, h) in enumerate(zip(batch.locators, batch.content_hashes, strict=False))
+            if not h
+        }
         locators, more = await conn.fetchrow(_OBJECTS_BY_LOCATOR, list(by_locator))
         rows += [by_locator[loc] for loc in locators or ()]
         object_ids += more or []
     return np.array(rows, np.int64), np.array(object_ids, np.int64)
 
 
-def _read_group(work: WorkDir, paths: list[str], dimension: int, sizes: dict[str, int]) -> tuple[PartRows, list]:
+def _read_group(
+    work: WorkDir, paths: list[str], dimension: int, sizes: dict[str, int]
+) -> tuple[PartRows, list]:
     """The rows of several parts as one batch, and (part, rows, parsed from its CSV) for each part."""
-    parts = [read_part(work, path, dimension, sizes.get(path), binary_twin(path) in sizes) for path in paths]
-    vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, dimension), np.float32)
-    batch = PartRows(list(chain.from_iterable(p.locators for p in parts)),
-                     list(chain.from_iterable(p.content_hashes for p in parts)), vectors)
+    parts = [
+        read_part(work, path, dimension, sizes.get(path), binary_twin(path) in sizes)
+        for path in paths
+    ]
+    vectors = (
+        np.concatenate([p.vectors for p in parts])
+        if parts
+        else np.zeros((0, dimension), np.float32)
+    )
+    batch = PartRows(
+        list(chain.from_iterable(p.locators for p in parts)),
+        list(chain.from_iterable(p.content_hashes for p in parts)),
+        vectors,
+    )
     failures = [read_failures(work, path) for path in paths if has_failures(path, sizes)]
     batch.failures = pd.concat(failures) if failures else None
-    return batch, [(path, len(p.locators), p.parsed_csv) for path, p in zip(paths, parts)]
+    return batch, [
+        (path, len(p.locators), p.parsed_csv) for path, p in zip(paths, parts, strict=False)
+    ]
 
 
 async def _ensure_index(conn, space_id: int, maintenance_work_mem: str, url: str) -> str:
-    index = await build_index(conn, space_id, maintenance_work_mem=maintenance_work_mem, progress_url=url)
+    index = await build_index(
+        conn, space_id, maintenance_work_mem=maintenance_work_mem, progress_url=url
+    )
     await conn.execute("ANALYZE objects")
     return index

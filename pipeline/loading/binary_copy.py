@@ -17,7 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")  # signature, flags, no extension
+HEADER = (
+    b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+)  # signature, flags, no extension
 TRAILER = (-1).to_bytes(2, "big", signed=True)
 
 _FIXED = {"int4": ">i4", "int8": ">i8"}
@@ -41,8 +43,10 @@ def binary_copy(columns: Sequence[tuple[str, object]], rows: int) -> memoryview:
     groups = [(np.flatnonzero(lengths == length), int(length)) for length in np.unique(lengths)]
     groups = [(picked, length, _row_type(columns, length)) for picked, length in groups]
     # One buffer, each group's structured array a view into it: the rows are written once, in place.
-    buffer = bytearray(len(HEADER) + sum(len(picked) * row.itemsize for picked, _, row in groups) + len(TRAILER))
-    buffer[:len(HEADER)], buffer[-len(TRAILER):] = HEADER, TRAILER
+    buffer = bytearray(
+        len(HEADER) + sum(len(picked) * row.itemsize for picked, _, row in groups) + len(TRAILER)
+    )
+    buffer[: len(HEADER)], buffer[-len(TRAILER) :] = HEADER, TRAILER
     offset = len(HEADER)
     for picked, length, row in groups:
         _fill(np.frombuffer(buffer, row, len(picked), offset), columns, picked, length, encoded)
@@ -58,7 +62,11 @@ def _row_type(columns, text_length: int) -> np.dtype:
         if kind in _FIXED:
             fields.append((f"val{i}", _FIXED[kind]))
         elif kind == "vector":
-            fields += [(f"dim{i}", ">i2"), (f"unused{i}", ">i2"), (f"val{i}", ">f4", (values.shape[1],))]
+            fields += [
+                (f"dim{i}", ">i2"),
+                (f"unused{i}", ">i2"),
+                (f"val{i}", ">f4", (values.shape[1],)),
+            ]
         elif kind == "text":
             if text_length > 0:  # NULL and '' carry no bytes
                 fields.append((f"val{i}", f"S{text_length}"))

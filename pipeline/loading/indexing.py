@@ -16,23 +16,38 @@ from pipeline.progress import Progress
 _MEMORY = re.compile(r"^\d+\s*(kB|MB|GB)$")
 
 
-async def build_index(conn, space_id: int, *, rebuild: bool = False, opclass: str = "vector_l2_ops",
-                      m: int = 16, ef_construction: int = 64, maintenance_work_mem: str = "1GB",
-                      progress_url: str | None = None) -> str:
+async def build_index(
+    conn,
+    space_id: int,
+    *,
+    rebuild: bool = False,
+    opclass: str = "vector_l2_ops",
+    m: int = 16,
+    ef_construction: int = 64,
+    maintenance_work_mem: str = "1GB",
+    progress_url: str | None = None,
+) -> str:
     if not _MEMORY.match(maintenance_work_mem):
-        raise ValueError(f"maintenance_work_mem must look like 512MB or 2GB, not {maintenance_work_mem!r}")
+        raise ValueError(
+            f"maintenance_work_mem must look like 512MB or 2GB, not {maintenance_work_mem!r}"
+        )
     partition = partition_name(space_id)
-    watcher = asyncio.create_task(_report_progress(progress_url, partition)) if progress_url else None
+    watcher = (
+        asyncio.create_task(_report_progress(progress_url, partition)) if progress_url else None
+    )
     try:
         async with conn.transaction():
             await conn.execute(f"SET LOCAL maintenance_work_mem = '{maintenance_work_mem}'")
             await conn.execute("SET LOCAL max_parallel_maintenance_workers = 1")
             if rebuild:
                 for (name,) in await conn.fetch(
-                    "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%USING hnsw%'", partition
+                    "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%USING hnsw%'",
+                    partition,
                 ):
                     await conn.execute(f'DROP INDEX "{name}"')
-            index = await create_hnsw_index(conn, space_id, opclass=opclass, m=m, ef_construction=ef_construction)
+            index = await create_hnsw_index(
+                conn, space_id, opclass=opclass, m=m, ef_construction=ef_construction
+            )
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -50,9 +65,15 @@ async def _report_progress(url: str, partition: str) -> None:
         while True:
             row = await conn.fetchrow(
                 "SELECT phase, tuples_done, tuples_total FROM pg_stat_progress_create_index p "
-                "JOIN pg_class c ON c.oid = p.relid WHERE c.relname = $1", partition)
+                "JOIN pg_class c ON c.oid = p.relid WHERE c.relname = $1",
+                partition,
+            )
             if row is not None and row["tuples_done"] > progress.count:
-                progress.advance(row["tuples_done"] - progress.count, phase=row["phase"], total=row["tuples_total"])
+                progress.advance(
+                    row["tuples_done"] - progress.count,
+                    phase=row["phase"],
+                    total=row["tuples_total"],
+                )
             await asyncio.sleep(1)
     finally:
         progress.close()

@@ -21,14 +21,19 @@ def open_source(spec: str, **options) -> Source:
     scheme = urlsplit(spec).scheme
     if scheme in ("gs", "s3"):
         keys = {"gs": ("page_size", "timeout"), "s3": ("page_size", "endpoint_url")}[scheme]
-        return SOURCES[scheme](spec, **{k: v for k, v in options.items() if k in keys and v is not None})
+        return SOURCES[scheme](
+            spec, **{k: v for k, v in options.items() if k in keys and v is not None}
+        )
     if scheme in ("", "file"):
         path = Path(spec.removeprefix("file://")).expanduser()
         if path.is_dir():
             return LocalSource(path, wanted=options.get("wanted"))
         if path.is_file():
-            return LocatorFileSource(path, timeout=options.get("timeout") or 60.0,
-                                     endpoint_url=options.get("endpoint_url"))
+            return LocatorFileSource(
+                path,
+                timeout=options.get("timeout") or 60.0,
+                endpoint_url=options.get("endpoint_url"),
+            )
         raise ConfigError(f"{spec}: no such folder or locator file")
     known = ", ".join(f"{s}://" for s in ("gs", "s3")) + ", a local folder, or a file of locators"
     raise ConfigError(f"unknown source scheme {scheme!r} in {spec!r}; known: {known}")

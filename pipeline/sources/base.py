@@ -59,7 +59,9 @@ class BucketSource:
     def __init__(self, spec: str, *, page_size: int = 1000, client=None) -> None:
         parts = urlsplit(spec)
         if not parts.netloc:
-            raise PermanentError(f"{spec!r} names no bucket", hint=f"write {self.scheme}://BUCKET/PREFIX")
+            raise PermanentError(
+                f"{spec!r} names no bucket", hint=f"write {self.scheme}://BUCKET/PREFIX"
+            )
         self.spec = spec
         self.bucket = parts.netloc
         self.prefix = parts.path.lstrip("/")
@@ -87,7 +89,7 @@ def relative_name(key: str, prefix: str) -> str:
     """The name an analyst uses: the key below the listed prefix ("2026/IMG001.jpg" under "2026/"
     is "IMG001.jpg"); the whole key when the prefix is not a folder boundary."""
     if prefix and key.startswith(prefix):
-        rest = key[len(prefix):]
+        rest = key[len(prefix) :]
         if prefix.endswith("/"):
             return rest
         if rest.startswith("/"):

@@ -16,7 +16,9 @@ _FIELDS = "items(name,size,generation,etag,md5Hash,crc32c,contentType,updated),n
 class GcsSource(BucketSource):
     scheme = "gs"
 
-    def __init__(self, spec: str, *, page_size: int = 1000, timeout: float = 60.0, client=None) -> None:
+    def __init__(
+        self, spec: str, *, page_size: int = 1000, timeout: float = 60.0, client=None
+    ) -> None:
         super().__init__(spec, page_size=page_size, client=client)
         self.timeout = timeout
 
@@ -48,7 +50,11 @@ class GcsSource(BucketSource):
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         with self._errors():
-            blob = self.client().bucket(self.bucket).get_blob(key, retry=DEFAULT_RETRY.with_timeout(self.timeout))
+            blob = (
+                self.client()
+                .bucket(self.bucket)
+                .get_blob(key, retry=DEFAULT_RETRY.with_timeout(self.timeout))
+            )
         if blob is None:
             raise PermanentError(f"gs://{self.bucket}/{key} does not exist")
         return self._info(blob)
@@ -77,7 +83,9 @@ class GcsSource(BucketSource):
                 hint="run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS",
             ) from None
         except (exceptions.GoogleAPIError, OSError) as err:
-            raise RetryableError(f"cannot list {self.spec}: {_short(err)}", hint="rerun the same command") from None
+            raise RetryableError(
+                f"cannot list {self.spec}: {_short(err)}", hint="rerun the same command"
+            ) from None
         except Exception as err:
             if type(err).__module__.startswith(("requests", "urllib3")):
                 raise RetryableError(

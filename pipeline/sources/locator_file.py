@@ -20,7 +20,9 @@ class LocatorFileSource:
     scheme = "list"
     complete_listing = False
 
-    def __init__(self, spec: str | Path, *, timeout: float = 60.0, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, spec: str | Path, *, timeout: float = 60.0, endpoint_url: str | None = None
+    ) -> None:
         self.spec = str(spec)
         self.path = Path(spec)
         self.timeout = timeout
@@ -55,6 +57,8 @@ class LocatorFileSource:
         key = f"{scheme}://{bucket}/"
         if key not in self._buckets:
             self._buckets[key] = (
-                GcsSource(key, timeout=self.timeout) if scheme == "gs" else S3Source(key, endpoint_url=self.endpoint_url)
+                GcsSource(key, timeout=self.timeout)
+                if scheme == "gs"
+                else S3Source(key, endpoint_url=self.endpoint_url)
             )
         return self._buckets[key]

@@ -8,13 +8,21 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from pipeline.errors import ConfigError, PermanentError, RetryableError
-from pipeline.sources.base import BucketSource, ObjectInfo, guess_content_type, md5_hash, relative_name
+from pipeline.sources.base import (
+    BucketSource,
+    ObjectInfo,
+    guess_content_type,
+    md5_hash,
+    relative_name,
+)
 
 
 class S3Source(BucketSource):
     scheme = "s3"
 
-    def __init__(self, spec: str, *, page_size: int = 1000, endpoint_url: str | None = None, client=None) -> None:
+    def __init__(
+        self, spec: str, *, page_size: int = 1000, endpoint_url: str | None = None, client=None
+    ) -> None:
         super().__init__(spec, page_size=page_size, client=client)
         self.endpoint_url = endpoint_url
 
@@ -24,15 +32,25 @@ class S3Source(BucketSource):
                 import boto3
                 from botocore.config import Config
             except ImportError:
-                raise ConfigError("listing s3:// needs boto3", hint="pip install 'imgvec[s3]'") from None
-            config = Config(retries={"mode": "adaptive", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+                raise ConfigError(
+                    "listing s3:// needs boto3", hint="pip install 'imgvec[s3]'"
+                ) from None
+            config = Config(
+                retries={"mode": "adaptive", "max_attempts": 5}, connect_timeout=5, read_timeout=30
+            )
             self._client = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
         return self._client
 
     def iter_objects(self) -> Iterator[ObjectInfo]:
         with self._errors():
-            pages = self.client().get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.page_size}
+            pages = (
+                self.client()
+                .get_paginator("list_objects_v2")
+                .paginate(
+                    Bucket=self.bucket,
+                    Prefix=self.prefix,
+                    PaginationConfig={"PageSize": self.page_size},
+                )
             )
             for page in pages:
                 for item in page.get("Contents", ()):
@@ -42,11 +60,19 @@ class S3Source(BucketSource):
         """One object by key (for lists of locators)."""
         with self._errors(key):
             head = self.client().head_object(Bucket=self.bucket, Key=key)
-        item = {"Key": key, "ETag": head.get("ETag"), "Size": head.get("ContentLength"),
-                "LastModified": head.get("LastModified")}
+        item = {
+            "Key": key,
+            "ETag": head.get("ETag"),
+            "Size": head.get("ContentLength"),
+            "LastModified": head.get("LastModified"),
+        }
         info = self._info(item)
-        return replace(info, name=key, generation=head.get("VersionId"),
-                       content_type=head.get("ContentType") or info.content_type)
+        return replace(
+            info,
+            name=key,
+            generation=head.get("VersionId"),
+            content_type=head.get("ContentType") or info.content_type,
+        )
 
     @contextlib.contextmanager
     def _errors(self, key: str | None = None):
@@ -62,14 +88,20 @@ class S3Source(BucketSource):
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             if code == "NoSuchBucket" or (code == "404" and key is None):
-                raise PermanentError(f"cannot list {self.spec}: bucket {self.bucket!r} does not exist") from None
+                raise PermanentError(
+                    f"cannot list {self.spec}: bucket {self.bucket!r} does not exist"
+                ) from None
             if code in ("NoSuchKey", "404"):
                 raise PermanentError(f"s3://{self.bucket}/{key} does not exist") from None
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise PermanentError(f"cannot list {self.spec}: access denied ({code})") from None
-            raise RetryableError(f"cannot list {self.spec}: {code or err}", hint="rerun the same command") from None
+            raise RetryableError(
+                f"cannot list {self.spec}: {code or err}", hint="rerun the same command"
+            ) from None
         except BotoCoreError as err:
-            raise RetryableError(f"cannot list {self.spec}: {err}", hint="check the endpoint, then rerun") from None
+            raise RetryableError(
+                f"cannot list {self.spec}: {err}", hint="check the endpoint, then rerun"
+            ) from None
 
     def _info(self, item: dict) -> ObjectInfo:
         key = item["Key"]

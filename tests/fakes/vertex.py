@@ -18,7 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-_PATH = re.compile(r"^/v1/projects/[^/]+/locations/[^/]+/publishers/google/models/multimodalembedding(@|%40)001:predict$")
+_PATH = re.compile(
+    r"^/v1/projects/[^/]+/locations/[^/]+/publishers/google/models/multimodalembedding(@|%40)001:predict$"
+)
 
 
 def expected_vector(kind: str, payload: bytes | str, dimension: int) -> np.ndarray:
@@ -35,7 +37,9 @@ class FakeVertexConfig:
     rate_429: float = 0.0
     rate_503: float = 0.0
     burst_429_until: float = 0.0  # time.monotonic() before which every request gets 429
-    failures: dict[str, tuple[int, str]] = field(default_factory=dict)  # gcsUri -> (status, message)
+    failures: dict[str, tuple[int, str]] = field(
+        default_factory=dict
+    )  # gcsUri -> (status, message)
     seed: int = 1234
 
 
@@ -111,7 +115,9 @@ class FakeVertex:
         predictions = []
         for instance in request["instances"]:
             if "text" in instance:
-                predictions.append({"textEmbedding": expected_vector("text", instance["text"], dimension).tolist()})
+                predictions.append(
+                    {"textEmbedding": expected_vector("text", instance["text"], dimension).tolist()}
+                )
                 continue
             image = instance["image"]
             if "gcsUri" in image:
@@ -120,7 +126,9 @@ class FakeVertex:
                     self.seen_uris.append(uri)
                 if uri in cfg.failures:
                     code, message = cfg.failures[uri]
-                    return code, _error(code, message, "INVALID_ARGUMENT" if code == 400 else "NOT_FOUND")
+                    return code, _error(
+                        code, message, "INVALID_ARGUMENT" if code == 400 else "NOT_FOUND"
+                    )
                 vector = expected_vector("gcs", uri, dimension)
             else:
                 data = base64.b64decode(image["bytesBase64Encoded"])
@@ -136,7 +144,11 @@ class FakeVertex:
     def _refuse(self, code: int) -> tuple[int, dict]:
         self.stats[str(code)] += 1
         if code == 429:
-            return 429, _error(429, "Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model", "RESOURCE_EXHAUSTED")
+            return 429, _error(
+                429,
+                "Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model",
+                "RESOURCE_EXHAUSTED",
+            )
         return 503, _error(503, "The service is currently unavailable.", "UNAVAILABLE")
 
 

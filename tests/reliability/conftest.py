@@ -46,9 +46,25 @@ def vertex():
 
 
 def vertex_args(fake: FakeVertex, *extra: str) -> list[str]:
-    return ["--backend", "vertex", "--project", "reliability", "--dimension", "128",
-            "--api-endpoint", fake.endpoint, "--rate-limit", "100000", "--concurrency", "8", *extra]
+    return [
+        "--backend",
+        "vertex",
+        "--project",
+        "reliability",
+        "--dimension",
+        "128",
+        "--api-endpoint",
+        fake.endpoint,
+        "--rate-limit",
+        "100000",
+        "--concurrency",
+        "8",
+        *extra,
+    ]
 
 
 def make_source(folder: Path, count: int, start: int = 0) -> None:
-    write_images(folder, {f"img{i:04d}.png": encode(photo(i, (48, 32)), "PNG") for i in range(start, start + count)})
+    write_images(
+        folder,
+        {f"img{i:04d}.png": encode(photo(i, (48, 32)), "PNG") for i in range(start, start + count)},
+    )

@@ -45,16 +45,27 @@ async def check_invariant(url: str, work_dir: str | Path) -> dict[str, int]:
                 continue
             folder = space_file.rsplit("/", 1)[0]
             space = read_space(work, folder)
-            space_id = await conn.fetchval("SELECT space_id FROM embedding_spaces WHERE name = $1", space.name)
+            space_id = await conn.fetchval(
+                "SELECT space_id FROM embedding_spaces WHERE name = $1", space.name
+            )
             assert space_id is not None, f"space {space.name} was never loaded"
             parts = [p for p in work.list(folder) if is_part(p)]
             in_parts: dict[str, list[np.ndarray]] = defaultdict(list)
             for part in parts:
-                rows = read_part(work, part, space.dimension, has_twin=False)  # the CSV is the truth
-                for locator, content_hash, vector in zip(rows.locators, rows.content_hashes, rows.vectors):
+                rows = read_part(
+                    work, part, space.dimension, has_twin=False
+                )  # the CSV is the truth
+                for locator, content_hash, vector in zip(
+                    rows.locators, rows.content_hashes, rows.vectors, strict=False
+                ):
                     in_parts[content_key(locator, content_hash or None)].append(vector)
 
-            loaded = {r[0] for r in await conn.fetch("SELECT part FROM loaded_parts WHERE space_id = $1", space_id)}
+            loaded = {
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT part FROM loaded_parts WHERE space_id = $1", space_id
+                )
+            }
             assert loaded == {work.describe(p) for p in parts}, "parts and loaded_parts disagree"
 
             for row in await conn.fetch(_STATE, space_id):
@@ -64,15 +75,17 @@ async def check_invariant(url: str, work_dir: str | Path) -> dict[str, int]:
                 assert row["failures"] <= 1, f"{where}: {row['failures']} failure rows"
                 assert has_vector != has_failure, (
                     f"{where}: {'both a vector and' if has_vector else 'neither a vector nor'} a failure "
-                    f"({row['failure']})")
+                    f"({row['failure']})"
+                )
                 if has_failure:
                     assert row["failure"].strip(), f"{where}: a failure without a reason"
                     outcome["failed"] += 1
                     continue
                 key = content_key(row["locator"], row["content_hash"])
                 stored = row["current"].to_numpy()
-                assert any(np.array_equal(stored, v) for v in in_parts.get(key, [])), \
+                assert any(np.array_equal(stored, v) for v in in_parts.get(key, [])), (
                     f"{where}: the table's vector is in no part"
+                )
                 outcome["embedded"] += 1
     finally:
         await conn.close()

@@ -24,7 +24,9 @@ async def _running_stage(url: str) -> str:
     try:
         if not await conn.fetchval("SELECT to_regclass('runs') IS NOT NULL"):
             return "start-up"  # before the schema exists
-        stage = await conn.fetchval("SELECT stage FROM runs WHERE status = 'running' ORDER BY run_id DESC LIMIT 1")
+        stage = await conn.fetchval(
+            "SELECT stage FROM runs WHERE status = 'running' ORDER BY run_id DESC LIMIT 1"
+        )
         return stage or "between stages"
     finally:
         await conn.close()
@@ -38,8 +40,14 @@ async def test_sigkill_at_random_moments_then_rerun(tmp_path, new_database, vert
     url = await new_database()
     work = tmp_path / "work-calibration"
     started = time.monotonic()
-    run_imgvec("run", str(source), "--work-dir", str(work), *vertex_args(vertex, "--part-size", "4"),
-               env={"DATABASE_URL": url})
+    run_imgvec(
+        "run",
+        str(source),
+        "--work-dir",
+        str(work),
+        *vertex_args(vertex, "--part-size", "4"),
+        env={"DATABASE_URL": url},
+    )
     duration = time.monotonic() - started
     await check_invariant(url, work)
 
@@ -48,13 +56,24 @@ async def test_sigkill_at_random_moments_then_rerun(tmp_path, new_database, vert
         url = await new_database()
         work = tmp_path / f"work-{trial}"
         env = dict(os.environ) | {"DATABASE_URL": url}
-        args = [*IMGVEC, "run", str(source), "--work-dir", str(work), *vertex_args(vertex, "--part-size", "4")]
+        args = [
+            *IMGVEC,
+            "run",
+            str(source),
+            "--work-dir",
+            str(work),
+            *vertex_args(vertex, "--part-size", "4"),
+        ]
         # Several kills per trial, each at a random moment of a run, then one run to the end.
         for _ in range(rng.randint(1, 3)):
-            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             # Aim at a stage (or at any moment), then strike a little later within it.
             target = rng.choice(["list", "embed", "load", "any"])
-            deadline = time.monotonic() + (rng.uniform(0.3, duration) if target == "any" else 2 * duration)
+            deadline = time.monotonic() + (
+                rng.uniform(0.3, duration) if target == "any" else 2 * duration
+            )
             while time.monotonic() < deadline and proc.poll() is None:
                 if target != "any" and await _running_stage(url) == target:
                     await asyncio.sleep(rng.uniform(0, 0.15))
@@ -72,11 +91,15 @@ async def test_sigkill_at_random_moments_then_rerun(tmp_path, new_database, vert
         # A second rerun computes nothing.
         again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
         assert "0 embedded" in again.stdout and again.returncode == 0, again.stdout
-    print(f"\n{CRASH_TRIALS} trials, calibration run {duration:.1f} s; SIGKILLs by stage running: {killed_in}",
-          file=sys.stderr)
+    print(
+        f"\n{CRASH_TRIALS} trials, calibration run {duration:.1f} s; SIGKILLs by stage running: {killed_in}",
+        file=sys.stderr,
+    )
 
 
-async def test_postgres_restarted_in_the_middle_of_a_load(tmp_path, new_database, vertex, imgvec_home):
+async def test_postgres_restarted_in_the_middle_of_a_load(
+    tmp_path, new_database, vertex, imgvec_home
+):
     url = await new_database()
     env = dict(os.environ) | {"DATABASE_URL": url}
     source, work = tmp_path / "images", tmp_path / "work"
@@ -88,11 +111,17 @@ async def test_postgres_restarted_in_the_middle_of_a_load(tmp_path, new_database
     # the server under it.
     blocker = await asyncpg.connect(url)
     await blocker.execute("BEGIN; LOCK TABLE loaded_parts IN EXCLUSIVE MODE")
-    proc = subprocess.Popen([*IMGVEC, "load", "--work-dir", str(work)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*IMGVEC, "load", "--work-dir", str(work)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not await blocker.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE relation = 'loaded_parts'::regclass AND NOT granted"):
+        "SELECT count(*) FROM pg_locks WHERE relation = 'loaded_parts'::regclass AND NOT granted"
+    ):
         assert time.monotonic() < deadline and proc.poll() is None
         await asyncio.sleep(0.05)
     home_env = {"IMGVEC_HOME": str(imgvec_home)}

@@ -35,16 +35,44 @@ def scram_server():
         shutil.chown(root, "pgembed")
         shutil.chown(root / "pw", "pgembed")
     data, port = root / "data", free_port()
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
-                    f"--pwfile={root / 'pw'}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            f"--pwfile={root / 'pw'}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     (root / "pw").unlink()
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                    f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres", port
     finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -65,25 +93,56 @@ async def test_scram_server_works_and_no_password_leaks(tmp_path, scram_server, 
     make_source(tmp_path / "images", 8)
     (tmp_path / "images" / "broken.png").write_bytes(b"<html>not an image</html>")
     work = tmp_path / "work"
-    good = run_imgvec("run", str(tmp_path / "images"), "--work-dir", str(work), *vertex_args(vertex),
-                      env=env, check=False)
+    good = run_imgvec(
+        "run",
+        str(tmp_path / "images"),
+        "--work-dir",
+        str(work),
+        *vertex_args(vertex),
+        env=env,
+        check=False,
+    )
     assert good.returncode == 3, good.stderr  # finished, with the broken one recorded
     assert await check_invariant(url, work) == {"embedded": 8, "failed": 1}
     # A run that fails: the backend's endpoint is gone.
-    dead = [a if not a.startswith("http://") else f"http://127.0.0.1:{free_port()}" for a in vertex_args(vertex)]
-    (tmp_path / "images" / "new.png").write_bytes((tmp_path / "images" / "img0000.png").read_bytes()[:-1] + b"\0")
-    failing = run_imgvec("run", str(tmp_path / "images"), "--work-dir", str(work), *dead, "--retry-failed",
-                         env=env | {"IMGVEC_DEBUG": "1"}, check=False, timeout=300)
+    dead = [
+        a if not a.startswith("http://") else f"http://127.0.0.1:{free_port()}"
+        for a in vertex_args(vertex)
+    ]
+    (tmp_path / "images" / "new.png").write_bytes(
+        (tmp_path / "images" / "img0000.png").read_bytes()[:-1] + b"\0"
+    )
+    failing = run_imgvec(
+        "run",
+        str(tmp_path / "images"),
+        "--work-dir",
+        str(work),
+        *dead,
+        "--retry-failed",
+        env=env | {"IMGVEC_DEBUG": "1"},
+        check=False,
+        timeout=300,
+    )
     assert failing.returncode != 0
 
     # A wrong password: one clear line, exit != 0, and neither password anywhere.
     wrong_url = url.replace(PASSWORD, WRONG)
-    wrong = run_imgvec("run", str(tmp_path / "images"), "--work-dir", str(work), *vertex_args(vertex),
-                       env={"DATABASE_URL": wrong_url}, check=False)
+    wrong = run_imgvec(
+        "run",
+        str(tmp_path / "images"),
+        "--work-dir",
+        str(work),
+        *vertex_args(vertex),
+        env={"DATABASE_URL": wrong_url},
+        check=False,
+    )
     assert wrong.returncode != 0
     lines = wrong.stderr.strip().splitlines()
-    assert lines[0].startswith("imgvec: error:") and "password" in lines[0] and "Traceback" not in wrong.stderr, \
-        wrong.stderr
+    assert (
+        lines[0].startswith("imgvec: error:")
+        and "password" in lines[0]
+        and "Traceback" not in wrong.stderr
+    ), wrong.stderr
     psql_wrong = run_imgvec("psql", "-c", "SELECT 1", env={"DATABASE_URL": wrong_url}, check=False)
     assert psql_wrong.returncode != 0
 
@@ -94,6 +153,8 @@ async def test_scram_server_works_and_no_password_leaks(tmp_path, scram_server, 
         stored += [str(r) for r in await conn.fetch("SELECT * FROM objects")]
     finally:
         await conn.close()
-    written = everything_written(status, good, failing, wrong, psql_wrong, folder=work) + "\n".join(stored)
+    written = everything_written(status, good, failing, wrong, psql_wrong, folder=work) + "\n".join(
+        stored
+    )
     for secret in (PASSWORD, WRONG):
         assert secret not in written

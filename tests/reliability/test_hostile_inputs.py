@@ -12,8 +12,16 @@ from tests.reliability.conftest import vertex_args
 from tests.reliability.invariant import check_invariant
 
 NAMES = [
-    "quote's \"double\".png", "semi;colon.png", "new\nline.png", "tab\there.png", "ünïcødé 写真.png",
-    "percent%2e%2e%2fescape.png", "'); DROP TABLE objects; --.png", "..png", "-rf.png", "$(touch pwned).png",
+    'quote\'s "double".png',
+    "semi;colon.png",
+    "new\nline.png",
+    "tab\there.png",
+    "ünïcødé 写真.png",
+    "percent%2e%2e%2fescape.png",
+    "'); DROP TABLE objects; --.png",
+    "..png",
+    "-rf.png",
+    "$(touch pwned).png",
 ]
 
 
@@ -24,22 +32,45 @@ async def test_hostile_inputs_and_names_end_to_end(tmp_path, new_database, verte
     inputs |= {name: encode(photo(i), "PNG") for i, name in enumerate(NAMES)}
     write_images(images, inputs)
     work = tmp_path / "work"
-    out = run_imgvec("run", str(images), "--work-dir", str(work), *vertex_args(vertex), "--all-types",
-                     env={"DATABASE_URL": url}, check=False, timeout=300)
+    out = run_imgvec(
+        "run",
+        str(images),
+        "--work-dir",
+        str(work),
+        *vertex_args(vertex),
+        "--all-types",
+        env={"DATABASE_URL": url},
+        check=False,
+        timeout=300,
+    )
     assert out.returncode == 3, out.stderr  # finished, with the hostile ones recorded
     outcome = await check_invariant(url, work)
-    assert outcome["failed"] == len(hostile()) and outcome["embedded"] == len(inputs) - len(hostile()), outcome
+    assert outcome["failed"] == len(hostile()) and outcome["embedded"] == len(inputs) - len(
+        hostile()
+    ), outcome
 
     # Stored verbatim (and the objects table is still there to ask).
-    rows = run_imgvec("psql", "-tA", "-c", "SELECT json_agg(name) FROM objects", env={"DATABASE_URL": url})
+    rows = run_imgvec(
+        "psql", "-tA", "-c", "SELECT json_agg(name) FROM objects", env={"DATABASE_URL": url}
+    )
     assert sorted(json.loads(rows.stdout)) == sorted(inputs)
     # Printed verbatim: the JSON output of a search carries every odd name unchanged.
-    found = run_imgvec("search", "--image", str(images / "semi;colon.png"), "--k", str(len(inputs)), "--json",
-                       *vertex_args(vertex),
-                       env={"DATABASE_URL": url})
+    found = run_imgvec(
+        "search",
+        "--image",
+        str(images / "semi;colon.png"),
+        "--k",
+        str(len(inputs)),
+        "--json",
+        *vertex_args(vertex),
+        env={"DATABASE_URL": url},
+    )
     names = {json.loads(line)["locator"].rsplit("/", 1)[-1] for line in found.stdout.splitlines()}
     assert set(NAMES) <= names
     # Nothing outside the work dir, and in it only imgvec's own files.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "work"]
     assert not (tmp_path / "pwned").exists() and not (images / "pwned").exists()
-    assert {p.relative_to(work).parts[0] for p in work.rglob("*") if p.is_file()} <= {"manifests", "embeddings"}
+    assert {p.relative_to(work).parts[0] for p in work.rglob("*") if p.is_file()} <= {
+        "manifests",
+        "embeddings",
+    }

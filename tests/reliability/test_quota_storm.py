@@ -29,8 +29,15 @@ async def test_quota_storm_every_image_ends_embedded(tmp_path, new_database):
             if label == "storm":
                 fake.config.burst_429_until = time.monotonic() + BURST_SECONDS
             started = time.monotonic()
-            out = run_imgvec("run", str(tmp_path / "images"), "--work-dir", str(work), *vertex_args(fake),
-                             env={"DATABASE_URL": url}, timeout=600)
+            out = run_imgvec(
+                "run",
+                str(tmp_path / "images"),
+                "--work-dir",
+                str(work),
+                *vertex_args(fake),
+                env={"DATABASE_URL": url},
+                timeout=600,
+            )
             timings[label] = time.monotonic() - started
         finally:
             fake.stop()
@@ -40,6 +47,9 @@ async def test_quota_storm_every_image_ends_embedded(tmp_path, new_database):
             refused = fake.stats["429"] + fake.stats["503"]
             assert fake.stats["ok"] == IMAGES and refused > 0
     lost = timings["storm"] - timings["calm"] - BURST_SECONDS
-    print(f"\nquota storm, {IMAGES} images: calm {timings['calm']:.1f} s, storm {timings['storm']:.1f} s "
-          f"({BURST_SECONDS:.0f} s of 100 % 429, then 30 % 429 + 5 % 503): {lost:.1f} s lost beyond the burst, "
-          f"{refused} refusals", file=sys.stderr)
+    print(
+        f"\nquota storm, {IMAGES} images: calm {timings['calm']:.1f} s, storm {timings['storm']:.1f} s "
+        f"({BURST_SECONDS:.0f} s of 100 % 429, then 30 % 429 + 5 % 503): {lost:.1f} s lost beyond the burst, "
+        f"{refused} refusals",
+        file=sys.stderr,
+    )

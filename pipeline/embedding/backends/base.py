@@ -69,7 +69,9 @@ class EmbeddingBackend(abc.ABC):
     def embed_stream(self, items: Iterable[ImageItem]) -> Iterator[tuple[ImageItem, Result]]:
         """Embed a stream of items in order with bounded memory: batches of `batch_size`, up to
         `concurrency` batches in flight."""
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"{self.name}-batch") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix=f"{self.name}-batch"
+        ) as pool:
             yield from ordered_bounded(
                 self._embed_batch,
                 _batches(items, self.batch_size),
@@ -82,7 +84,10 @@ class EmbeddingBackend(abc.ABC):
         # Items that already failed (unreadable, not an image) pass by the model, in their place.
         ready = [item for item in batch if not isinstance(item.source, ItemFailure)]
         results = iter(self._checked(ready, self.embed_image_batch(ready)) if ready else ())
-        return [(item, item.source if isinstance(item.source, ItemFailure) else next(results)) for item in batch]
+        return [
+            (item, item.source if isinstance(item.source, ItemFailure) else next(results))
+            for item in batch
+        ]
 
     def embed_texts(self, texts: Iterable[str]) -> Iterator[np.ndarray]:
         batch: list[str] = []
@@ -100,13 +105,17 @@ class EmbeddingBackend(abc.ABC):
 
     def _checked(self, batch: list[ImageItem], results: list[Result]) -> list[Result]:
         if len(results) != len(batch):
-            raise RuntimeError(f"backend {self.name} returned {len(results)} results for {len(batch)} images")
+            raise RuntimeError(
+                f"backend {self.name} returned {len(results)} results for {len(batch)} images"
+            )
         return [r if isinstance(r, ItemFailure) else self._validate(r) for r in results]
 
     def _validate(self, vector) -> np.ndarray:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.space.dimension:
-            raise RuntimeError(f"backend {self.name} returned {vector.shape[0]} dimensions, not {self.space.dimension}")
+            raise RuntimeError(
+                f"backend {self.name} returned {vector.shape[0]} dimensions, not {self.space.dimension}"
+            )
         if not np.all(np.isfinite(vector)):
             return ItemFailure("the model returned a non-finite vector", permanent=False)
         if self.space.normalized:
@@ -128,8 +137,14 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def ordered_bounded(fn: Callable, inputs: Iterable, pool: ThreadPoolExecutor, *, in_flight: int,
-                    flatten: bool = False) -> Iterator:
+def ordered_bounded(
+    fn: Callable,
+    inputs: Iterable,
+    pool: ThreadPoolExecutor,
+    *,
+    in_flight: int,
+    flatten: bool = False,
+) -> Iterator:
     """`map(fn, inputs)` on a thread pool, results in input order, at most `in_flight` pending:
     the reader never runs ahead of the consumer by more than that."""
     pending = []

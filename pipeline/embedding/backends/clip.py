@@ -20,16 +20,27 @@ class ClipBackend(EmbeddingBackend):
     name = "clip"
     input_kind = "image"
 
-    def __init__(self, model: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED, *,
-                 device: str = "auto", batch_size: int = 32, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        pretrained: str = DEFAULT_PRETRAINED,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        seed: int = 0,
+    ) -> None:
         try:
             import open_clip
             import torch
         except ImportError:
-            raise ConfigError("the clip backend needs open_clip and torch", hint="pip install 'imgvec[clip]'") from None
+            raise ConfigError(
+                "the clip backend needs open_clip and torch", hint="pip install 'imgvec[clip]'"
+            ) from None
         self.torch = torch
         self.batch_size = batch_size
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = (
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
         weights, self._weights_tag = _resolve_pretrained(pretrained, seed)
         if weights is None:
             torch.manual_seed(seed)  # random weights, the same on every run and machine
@@ -40,17 +51,28 @@ class ClipBackend(EmbeddingBackend):
             )
         except Exception as err:  # hub download failures come as many kinds
             if "Unknown model" in str(err):
-                raise ConfigError(f"unknown CLIP model {model!r}", hint="see open_clip.list_models()") from None
+                raise ConfigError(
+                    f"unknown CLIP model {model!r}", hint="see open_clip.list_models()"
+                ) from None
             raise _weights_error(model, pretrained, err) from None
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
         self.model_name = model
         with torch.no_grad():
-            self._dimension = int(self.model.encode_text(self.tokenizer(["x"]).to(self.device)).shape[-1])
+            self._dimension = int(
+                self.model.encode_text(self.tokenizer(["x"]).to(self.device)).shape[-1]
+            )
 
     @property
     def space(self) -> EmbeddingSpace:
-        return EmbeddingSpace("clip", self.model_name, self._weights_tag, self._dimension, metric="cosine", normalized=True)
+        return EmbeddingSpace(
+            "clip",
+            self.model_name,
+            self._weights_tag,
+            self._dimension,
+            metric="cosine",
+            normalized=True,
+        )
 
     def prepare(self, image):
         # The model's own preprocessing (resize, centre crop, normalise), in a reader thread.

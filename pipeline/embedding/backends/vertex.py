@@ -27,17 +27,35 @@ class VertexBackend(EmbeddingBackend):
     input_kind = "locator_or_bytes"
     batch_size = 1  # one image per request
 
-    def __init__(self, *, project: str | None = None, location: str = "us-central1", dimension: int = 1408,
-                 api_endpoint: str | None = None, transport: str = "rest", credentials=None,
-                 requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE, concurrency: int = 16,
-                 retry_deadline: float = 600.0, request_timeout: float = 60.0, backoff: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        project: str | None = None,
+        location: str = "us-central1",
+        dimension: int = 1408,
+        api_endpoint: str | None = None,
+        transport: str = "rest",
+        credentials=None,
+        requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE,
+        concurrency: int = 16,
+        retry_deadline: float = 600.0,
+        request_timeout: float = 60.0,
+        backoff: float = 0.5,
+    ) -> None:
         if dimension not in DIMENSIONS:
-            raise ConfigError(f"--dimension must be one of {', '.join(map(str, DIMENSIONS))}, not {dimension}")
+            raise ConfigError(
+                f"--dimension must be one of {', '.join(map(str, DIMENSIONS))}, not {dimension}"
+            )
         try:
             from google.api_core import exceptions
-            from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient
+            from google.cloud.aiplatform_v1.services.prediction_service import (
+                PredictionServiceClient,
+            )
         except ImportError:
-            raise ConfigError("the vertex backend needs google-cloud-aiplatform", hint="pip install 'imgvec[vertex]'") from None
+            raise ConfigError(
+                "the vertex backend needs google-cloud-aiplatform",
+                hint="pip install 'imgvec[vertex]'",
+            ) from None
         if project is None:
             project = _default_project()
         self.exceptions = exceptions
@@ -56,22 +74,34 @@ class VertexBackend(EmbeddingBackend):
         self.client = PredictionServiceClient(
             credentials=credentials, transport=transport, client_options={"api_endpoint": endpoint}
         )
-        self.model_path = f"projects/{project}/locations/{location}/publishers/google/models/{MODEL}"
+        self.model_path = (
+            f"projects/{project}/locations/{location}/publishers/google/models/{MODEL}"
+        )
         # Retried: quota (HTTP 429 / gRPC RESOURCE_EXHAUSTED) and passing server trouble.
-        self._retryable = (exceptions.TooManyRequests, exceptions.ResourceExhausted,
-                           exceptions.ServiceUnavailable, exceptions.InternalServerError,
-                           exceptions.DeadlineExceeded, exceptions.GatewayTimeout, ConnectionError)
+        self._retryable = (
+            exceptions.TooManyRequests,
+            exceptions.ResourceExhausted,
+            exceptions.ServiceUnavailable,
+            exceptions.InternalServerError,
+            exceptions.DeadlineExceeded,
+            exceptions.GatewayTimeout,
+            ConnectionError,
+        )
 
     @property
     def space(self) -> EmbeddingSpace:
         # Vectors are L2-normalised here, so <-> in SQL ranks exactly as cosine distance.
-        return EmbeddingSpace("vertex", MODEL, "v1", self.dimension, metric="cosine", normalized=True)
+        return EmbeddingSpace(
+            "vertex", MODEL, "v1", self.dimension, metric="cosine", normalized=True
+        )
 
     def embed_image_batch(self, items: list[ImageItem]) -> list[Result]:
         return [self._embed_image(item) for item in items]
 
     def embed_text_batch(self, texts: list[str]) -> np.ndarray:
-        return np.array([self._predict({"text": text}, "textEmbedding") for text in texts], dtype=np.float32)
+        return np.array(
+            [self._predict({"text": text}, "textEmbedding") for text in texts], dtype=np.float32
+        )
 
     def _embed_image(self, item: ImageItem) -> Result:
         source = item.source
@@ -79,7 +109,9 @@ class VertexBackend(EmbeddingBackend):
             image = {"gcsUri": source}  # the service reads the object itself: nothing downloaded
         else:
             try:
-                image = {"bytesBase64Encoded": base64.b64encode(_within_limit(source)).decode("ascii")}
+                image = {
+                    "bytesBase64Encoded": base64.b64encode(_within_limit(source)).decode("ascii")
+                }
             except BadImage as err:
                 return ItemFailure(str(err))
         try:
@@ -87,8 +119,10 @@ class VertexBackend(EmbeddingBackend):
         except (self.exceptions.BadRequest, self.exceptions.NotFound) as err:
             return ItemFailure(f"Vertex AI refused the image: {err.message}", permanent=True)
         except self._retryable as err:
-            return ItemFailure(f"Vertex AI kept failing for {self.retry_deadline:.0f}s: {type(err).__name__}",
-                               permanent=False)
+            return ItemFailure(
+                f"Vertex AI kept failing for {self.retry_deadline:.0f}s: {type(err).__name__}",
+                permanent=False,
+            )
 
     def _predict(self, instance: dict, field: str) -> list[float]:
         from google.protobuf import json_format, struct_pb2
@@ -106,7 +140,9 @@ class VertexBackend(EmbeddingBackend):
             with attempt:
                 self.limiter.acquire()  # every attempt counts against the quota
                 response = self.client.predict(
-                    endpoint=self.model_path, instances=[request_instance], parameters=parameters,
+                    endpoint=self.model_path,
+                    instances=[request_instance],
+                    parameters=parameters,
                     timeout=self.request_timeout,
                 )
         return list(response.predictions[0][field])
@@ -131,5 +167,8 @@ def _default_project() -> str:
     except Exception:
         project = None
     if not project:
-        raise ConfigError("no Google Cloud project for Vertex AI", hint="pass --project or set GOOGLE_CLOUD_PROJECT")
+        raise ConfigError(
+            "no Google Cloud project for Vertex AI",
+            hint="pass --project or set GOOGLE_CLOUD_PROJECT",
+        )
     return project
