@@ -2,19 +2,21 @@
 
 Exit codes: 0 done; 1 the stage failed (message says why and what to do); 2 bad usage;
 3 finished with failures (some objects recorded in the failures table), or for `db status`:
-the embedded server is not running.
+the embedded server is not running; 75 (EX_TEMPFAIL) a service was down or out of quota: rerun
+later, the rerun resumes.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+import traceback
+from typing import Annotated, NoReturn
 
 import typer
 
-from pipeline import __version__
-from pipeline.errors import ImgvecError
+from pipeline import __version__, interrupt
+from pipeline.errors import EXIT_FAILED, EXIT_TEMPFAIL, ImgvecError
 from pipeline.settings import Settings
 
 app = typer.Typer(
@@ -72,27 +74,106 @@ app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_
 
 
 def main() -> None:
+    interrupt.install()  # Ctrl-C / SIGTERM: stop cleanly, exit 130 / 143 (pipeline/interrupt.py)
     try:
         app()
+    except interrupt.Interrupted as err:
+        print(f"imgvec: {err}; finished work is kept", file=sys.stderr)
+        print(f"imgvec: hint: {err.hint}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # At once: a normal exit would wait for the batch still in the model, which is dropped.
+        os._exit(err.exit_code)
     except ImgvecError as err:
-        print(f"imgvec: error: {err}", file=sys.stderr)
-        if err.hint:
-            print(f"imgvec: hint: {err.hint}", file=sys.stderr)
-        sys.exit(err.exit_code)
+        _fail(str(err), err.hint, err.exit_code)
     except KeyboardInterrupt:
-        print("imgvec: interrupted; rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
-    except Exception as err:  # a bug or an unforeseen condition: still one line, no traceback
-        if os.environ.get("IMGVEC_DEBUG"):
+        print(f"imgvec: {interrupt.describe()}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(interrupt.exit_code())
+    except Exception as err:
+        if _is_transient(err):
+            # A service or the network that was down (or out of quota) when the job gave up: a
+            # scheduler may rerun it later (EX_TEMPFAIL), and the rerun resumes.
+            if os.environ.get("IMGVEC_DEBUG"):
+                traceback.print_exc()
+            shown = _last_attempt(err)
+            _fail(
+                f"temporarily unavailable: {type(shown).__name__}: {_one_line(shown)}",
+                "rerun the same command later; it resumes where it stopped",
+                EXIT_TEMPFAIL,
+            )
+        if os.environ.get("IMGVEC_DEBUG"):  # a bug or an unforeseen condition: still one line
             raise
-        print(f"imgvec: error: unexpected {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
-        print(
-            "imgvec: hint: rerun with IMGVEC_DEBUG=1 for the traceback, and report it",
-            file=sys.stderr,
+        _fail(
+            f"unexpected {type(err).__name__}: {_one_line(err)}",
+            "rerun with IMGVEC_DEBUG=1 for the traceback, and report it",
+            EXIT_FAILED,
         )
-        sys.exit(1)
+
+
+def _fail(message: str, hint: str | None, exit_code: int) -> NoReturn:
+    print(f"imgvec: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"imgvec: hint: {hint}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
+# Errors of the storage, Vertex and database clients that mean "down or busy, not wrong", named by
+# (module, class) so that the CLI need not import those clients to recognise them (`imgvec --help`
+# stays light). A class matches its subclasses too, through the MRO.
+_TRANSIENT_CLASSES = {
+    ("builtins", "ConnectionError"),  # refused, reset, aborted, broken pipe
+    ("builtins", "TimeoutError"),
+    ("socket", "gaierror"),  # a name that does not resolve (DNS down, offline)
+    ("google.api_core.exceptions", "TooManyRequests"),  # 429, and ResourceExhausted (gRPC)
+    ("google.api_core.exceptions", "InternalServerError"),
+    ("google.api_core.exceptions", "BadGateway"),
+    ("google.api_core.exceptions", "ServiceUnavailable"),
+    ("google.api_core.exceptions", "GatewayTimeout"),  # and DeadlineExceeded
+    ("google.api_core.exceptions", "RetryError"),  # google's own retries ran out
+    ("google.auth.exceptions", "TransportError"),  # the token endpoint unreachable
+    ("requests.exceptions", "ConnectionError"),
+    ("requests.exceptions", "Timeout"),
+    ("urllib3.exceptions", "NewConnectionError"),
+    ("urllib3.exceptions", "MaxRetryError"),
+    ("urllib3.exceptions", "ProtocolError"),
+    ("botocore.exceptions", "ConnectionError"),  # EndpointConnectionError, ConnectTimeoutError
+    ("botocore.exceptions", "HTTPClientError"),  # ReadTimeoutError, ConnectionClosedError
+    ("asyncpg.exceptions", "PostgresConnectionError"),  # the connection was lost mid-run
+    ("asyncpg.exceptions", "CannotConnectNowError"),
+    ("asyncpg.exceptions", "AdminShutdownError"),
+    ("asyncpg.exceptions", "CrashShutdownError"),
+    ("asyncpg.exceptions", "TooManyConnectionsError"),
+    ("tenacity", "RetryError"),  # our own retries ran out: see the last attempt's error
+}
+_THROTTLING_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded"}
+
+
+def _is_transient(err: BaseException, depth: int = 0) -> bool:
+    if depth > 5:  # a cycle of causes
+        return False
+    names = {(cls.__module__, cls.__name__) for cls in type(err).__mro__}
+    if names & _TRANSIENT_CLASSES:
+        return True
+    if ("botocore.exceptions", "ClientError") in names:  # S3's "slow down", 5xx
+        response = getattr(err, "response", None) or {}
+        code = response.get("Error", {}).get("Code", "")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in _THROTTLING_CODES or status in (429, 500, 502, 503, 504)
+    # Raised *from* a transient error (an explicit cause, not one merely being handled).
+    cause = err.__cause__
+    return cause is not None and _is_transient(cause, depth + 1)
+
+
+def _last_attempt(err: BaseException) -> BaseException:
+    """The error behind tenacity's RetryError, which says only that retries ran out."""
+    last = getattr(err, "last_attempt", None)
+    inner = last.exception() if last is not None and hasattr(last, "exception") else None
+    return inner if isinstance(inner, BaseException) else err
+
+
+_MAX_DETAIL = 300  # client libraries put whole URLs and nested reprs into their messages
 
 
 def _one_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
-    return lines[0] if lines else ""
+    line = lines[0] if lines else ""
+    return line if len(line) <= _MAX_DETAIL else line[: _MAX_DETAIL - 1] + "…"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import ssl
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -18,16 +21,25 @@ from pipeline.db.embedded import EMBEDDED_DATABASE, EmbeddedPostgres
 from pipeline.errors import DatabaseError, DatabaseUnavailable
 from pipeline.settings import Settings
 
-# The server is there but cannot take us yet; anything else is reported at once.
+# The server is there but cannot take us yet (or cut us off while it resets): worth waiting for.
 _NOT_NOW = (
     asyncpg.CannotConnectNowError,  # starting up / shutting down / recovery mode
     asyncpg.TooManyConnectionsError,
     asyncpg.ConnectionDoesNotExistError,  # accepted, then dropped by a postmaster resetting after a crash
-    ConnectionRefusedError,
+    asyncpg.exceptions.CrashShutdownError,  # "terminating connection because of crash of another ..."
     ConnectionResetError,
-    FileNotFoundError,  # unix socket not there yet
-    asyncio.TimeoutError,
 )
+# Nobody answers at the address. On a unix socket that is a local server still starting (the embedded
+# one, or one a test restarts): worth waiting for. On a TCP host (a DATABASE_URL) it is a server that
+# is down, a wrong host or a firewall: waiting IMGVEC_CONNECT_TIMEOUT for it only delays the error.
+_NOBODY_THERE = (
+    ConnectionRefusedError,
+    FileNotFoundError,  # unix socket not there yet
+    TimeoutError,  # (asyncio.TimeoutError is TimeoutError)
+)
+# One attempt on a TCP host: a reachable server (TLS and SCRAM included) answers well within this; a
+# black-holed address (firewall dropping packets) would otherwise hang for the OS's minutes.
+_TCP_ATTEMPT_TIMEOUT = 3.0
 
 
 def mask_url(url: str) -> str:
@@ -57,21 +69,22 @@ async def resolve_url(settings: Settings) -> str:
 async def connect(
     url: str, *, timeout: float = 15.0, register_vector: bool = True
 ) -> asyncpg.Connection:
-    """A connection, retried while the server is not ready; pgvector's codec registered."""
+    """A connection with pgvector's codec registered, retried while the server is not ready.
+
+    The connection and the codec registration are retried as one: a server resetting after a crash
+    can accept the login and then cut the connection during the registration's first query."""
+    on_socket = _is_unix_socket(url)
+    worth_waiting = _NOT_NOW + (_NOBODY_THERE if on_socket else ())
+    attempt_timeout = min(timeout, 10.0 if on_socket else _TCP_ATTEMPT_TIMEOUT)
     try:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(_NOT_NOW),
+            retry=retry_if_exception_type(worth_waiting),
             stop=stop_after_delay(timeout),
             wait=wait_exponential(multiplier=0.05, max=1.0),
             reraise=True,
         ):
             with attempt:
-                conn = await asyncpg.connect(url, timeout=min(timeout, 10.0))
-    except _NOT_NOW as err:
-        raise DatabaseUnavailable(
-            f"cannot reach PostgreSQL at {mask_url(url)}: {_describe(err)}",
-            hint="is the server running? check DATABASE_URL, or `imgvec db status` for the embedded one",
-        ) from None
+                conn = await _connect_once(url, attempt_timeout, register_vector)
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as err:
         raise DatabaseError(
             f"PostgreSQL at {mask_url(url)} refused the login: {_describe(err)}",
@@ -82,20 +95,92 @@ async def connect(
             f"PostgreSQL at {mask_url(url)}: {_describe(err)}",
             hint="create the database first, or point DATABASE_URL at an existing one",
         ) from None
-    except (OSError, asyncpg.PostgresError, ValueError) as err:
-        raise DatabaseUnavailable(
+    except (ssl.SSLError, ValueError) as err:
+        # A malformed URL, a certificate refused: no rerun helps. (SSLError is an OSError: first.)
+        raise DatabaseError(
             f"cannot connect to PostgreSQL at {mask_url(url)}: {_describe(err)}",
             hint="check DATABASE_URL",
         ) from None
-    if register_vector:
-        from pgvector.asyncpg import register_vector as _register
-
-        try:
-            await _register(conn)
-        except ValueError:
-            # The extension does not exist yet (a fresh database before its first migration).
-            pass
+    except (*_NOT_NOW, *_NOBODY_THERE, OSError) as err:  # OSError: DNS, unreachable network, ...
+        raise DatabaseUnavailable(
+            f"cannot reach PostgreSQL at {_where(url)}: {_cause(err, attempt_timeout)}",
+            hint=f"is the server running and reachable from here? ({mask_url(url)}; "
+            "`imgvec db status` for the embedded one); rerun when it is",
+        ) from None
+    except asyncpg.PostgresError as err:
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {mask_url(url)}: {_describe(err)}",
+            hint="check DATABASE_URL; rerun when the server accepts connections",
+        ) from None
     return conn
+
+
+async def _connect_once(url: str, timeout: float, register_vector: bool) -> asyncpg.Connection:
+    """Connect and register the codec, or leave nothing open."""
+    conn = await asyncpg.connect(url, timeout=timeout)
+    try:
+        if register_vector:
+            await _register_vector(conn)
+    except BaseException:
+        conn.terminate()  # half-made: a server cutting us off may not answer a polite close
+        raise
+    return conn
+
+
+async def _register_vector(conn: asyncpg.Connection) -> None:
+    from pgvector.asyncpg import register_vector
+
+    try:
+        await register_vector(conn)
+    except ValueError:
+        # The extension does not exist yet (a fresh database before its first migration).
+        pass
+
+
+def _is_unix_socket(url: str) -> bool:
+    """Whether the URL reaches its server by a unix socket (as libpq decides: a host starting with
+    '/', or no host at all, which asyncpg tries as the default socket directories first)."""
+    host = _host(url)
+    return host is None or host.startswith("/")
+
+
+def _host(url: str) -> str | None:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None
+    host = parsed.host or parsed.query.get("host") or os.environ.get("PGHOST")
+    if isinstance(host, tuple):  # ?host=a&host=b
+        host = host[0]
+    return host or None
+
+
+def _where(url: str) -> str:
+    """Where the connection went, for the message: host and port, or the socket's folder."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return mask_url(url)
+    host = _host(url)
+    port = parsed.port or parsed.query.get("port") or os.environ.get("PGPORT") or 5432
+    if host is None:
+        return f"the default socket directory, port {port}"
+    if host.startswith("/"):
+        return f"socket {host}/.s.PGSQL.{port}"
+    return f"host {host}:{port}"
+
+
+def _cause(err: BaseException, attempt_timeout: float) -> str:
+    """The reason in a few words, not the errno and address dump of the exception's text."""
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused (nothing listens there)"
+    if isinstance(err, FileNotFoundError):
+        return "no socket there (server not running)"
+    if isinstance(err, socket.gaierror):
+        return f"name does not resolve ({err.strerror})"
+    if isinstance(err, TimeoutError):
+        return f"timed out after {attempt_timeout:g} s"
+    return _describe(err)
 
 
 async def _ensure_embedded_database(admin_url: str | None, timeout: float) -> None:
