@@ -1,6 +1,7 @@
 """`imgvec embed`: the embed stage."""
 
 import asyncio
+import inspect
 from enum import StrEnum
 from typing import Annotated
 
@@ -94,37 +95,35 @@ def embed_command(
 
     settings: Settings = ctx.obj
     options["work_dir"] = work_dir or settings.work_dir
-    latest_manifest(WorkDir(options["work_dir"]))  # fail fast, before loading a model
-    result = run_embedding(settings, **options)
+    model_backend = backend_from_options(options)  # checks the configuration; loads no model
+    latest_manifest(WorkDir(options["work_dir"]))  # fail fast, before any work
+    result = run_embedding(settings, model_backend, **stage_options(options))
     typer.echo(f"embedded {result.manifest}: {result.summary()}")
     raise typer.Exit(result.exit_code)
 
 
-def run_embedding(
-    settings: Settings,
-    *,
-    backend: Backend,
-    work_dir: str,
-    force: bool,
-    retry_failed: bool,
-    part_size: int,
-    read_workers: int,
-    **backend_options,
-):
+_STAGE_OPTIONS = ("work_dir", "force", "retry_failed", "part_size", "read_workers")
+
+
+def stage_options(options: dict) -> dict:
+    return {name: options[name] for name in _STAGE_OPTIONS}
+
+
+def backend_from_options(options: dict):
+    """The backend the options describe. Cheap: models and clients load on first use, so
+    a configuration error shows before any listing and a no-op rerun never loads a model."""
+    backend_options = {
+        name: value
+        for name, value in options.items()
+        if name in inspect.signature(build_backend).parameters
+    }
+    return build_backend(**backend_options)
+
+
+def run_embedding(settings: Settings, model_backend, **stage: object):
     from pipeline.embedding.stage import embed_work_dir
 
-    model_backend = build_backend(backend, **backend_options)
-    return asyncio.run(
-        embed_work_dir(
-            work_dir=work_dir,
-            backend=model_backend,
-            settings=settings,
-            force=force,
-            retry_failed=retry_failed,
-            part_size=part_size,
-            read_workers=read_workers,
-        )
-    )
+    return asyncio.run(embed_work_dir(backend=model_backend, settings=settings, **stage))
 
 
 def build_backend(

@@ -6,7 +6,12 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.embed_cmd import embed_command, run_embedding
+from pipeline.cli.embed_cmd import (
+    backend_from_options,
+    embed_command,
+    run_embedding,
+    stage_options,
+)
 from pipeline.cli.list_cmd import list_command, run_listing
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
@@ -103,9 +108,10 @@ def run_command(ctx: typer.Context, **options) -> None:
     Idempotent and resumable: rerun it after any failure. Exit code 3: finished with failures."""
     settings: Settings = ctx.obj
     options["work_dir"] = options["work_dir"] or settings.work_dir
+    model_backend = backend_from_options(options)  # a wrong option fails before the listing
     listing = run_listing(settings, options["source"], **{k: options[k] for k in _LIST_OPTIONS})
     typer.echo(f"listed {options['source']}: {listing.summary()}")
-    embedding = run_embedding(settings, **{k: options[k] for k in _EMBED_OPTIONS})
+    embedding = run_embedding(settings, model_backend, **stage_options(options))
     typer.echo(f"embedded: {embedding.summary()}")
     loading = run_loading(settings, work_dir=options["work_dir"])
     typer.echo(f"loaded: {loading.summary()}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 
 import asyncpg
 
+from pipeline import interrupt
 from pipeline.errors import ImgvecError
 
 
@@ -36,7 +38,10 @@ async def finish_run(
     error: BaseException | None = None,
 ) -> None:
     """Close a run. Best effort: if the connection itself is what failed, the run stays
-    'running' with no finish time, which is the truth."""
+    'running' with no finish time, which is the truth. A run ended by Ctrl-C or SIGTERM is
+    'interrupted', not 'failed': nothing went wrong, and a rerun resumes it."""
+    if error is not None and _is_interruption(error):
+        status, error = "interrupted", interrupt.Interrupted(interrupt.describe())
     try:
         await conn.execute(
             "UPDATE runs SET finished_at = now(), status = $2, counts = $3::jsonb, error = $4 WHERE run_id = $1",
@@ -47,6 +52,10 @@ async def finish_run(
         )
     except Exception:
         pass
+
+
+def _is_interruption(error: BaseException) -> bool:
+    return isinstance(error, KeyboardInterrupt | asyncio.CancelledError | interrupt.Interrupted)
 
 
 def safe_error(err: BaseException) -> str:

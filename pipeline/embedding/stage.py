@@ -7,13 +7,14 @@ embeds, so the model never waits on I/O; results are grouped into parts as they 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
 
+from pipeline import interrupt
 from pipeline.db import open_database
 from pipeline.db.runs import finish_run, start_run
 from pipeline.db.spaces import register_space
@@ -22,6 +23,7 @@ from pipeline.embedding.backends.base import (
     ImageItem,
     ItemFailure,
     ordered_bounded,
+    thread_pool,
 )
 from pipeline.embedding.checkpoints import (
     PartIndex,
@@ -31,6 +33,7 @@ from pipeline.embedding.checkpoints import (
     space_folder,
 )
 from pipeline.embedding.images import BadImage, decode_image
+from pipeline.embedding.lock import work_dir_lock
 from pipeline.embedding.readers import ObjectReader
 from pipeline.errors import ConfigError
 from pipeline.progress import Progress
@@ -57,7 +60,8 @@ class EmbedResult:
         c = self.counts
         return (
             f"space {self.space}: {c['embedded']} embedded, {c['failed']} failed, "
-            f"{c['already_embedded']} already embedded, {c['duplicates']} duplicates reused, "
+            f"{c['already_embedded']} already embedded, {c['in_database']} already in the "
+            f"database, {c['duplicates']} duplicates reused, "
             f"{c['known_failures']} known failures skipped; {len(self.parts)} new parts"
         )
 
@@ -85,76 +89,143 @@ async def embed_work_dir(
     settings = settings or Settings()
     work = WorkDir(work_dir)
     manifest = latest_manifest(work)
-    space = backend.space
+    space = backend.space  # known without loading a model: nothing is loaded unless needed
     folder = space_folder(space)
-    async with open_database(settings) as conn:
+    async with open_database(settings) as conn, work_dir_lock(conn, work.spec, space.name):
+        if not await conn.fetchval("SELECT 1 FROM embedding_spaces WHERE name = $1", space.name):
+            await asyncio.to_thread(backend.check)  # a mistyped option must not create a space
         space_id = await register_space(conn, space)
         run_id = await start_run(conn, "embed", work.describe(manifest), space_id=space_id)
         result = EmbedResult(run_id, space.name, work.describe(manifest), backend=backend)
+        failures: list[tuple[str, str | None, str]] = []
+        writer = None
         try:
             index = await asyncio.to_thread(read_index, work, folder)
             if force:  # re-embed everything; new parts are numbered after the old ones
                 index.done.clear()
                 index.failed_permanently.clear()
-            items = _items_to_embed(work, manifest, index, retry_failed, result.counts)
             writer = PartWriter(work, folder, space, index.next_number)
+            # Always: the load then visits this space and links listed objects to vectors the
+            # database already holds for their bytes, even when nothing new was embedded here.
+            await asyncio.to_thread(writer.write_space)
+            todo = _ToEmbed(work, manifest, index, retry_failed, force)
+            todo.in_database = _in_database_lookup(conn, space_id, asyncio.get_running_loop())
             reader = ObjectReader(s3_endpoint_url=settings.s3_endpoint_url)
-            failures = await asyncio.to_thread(
-                _embed_items, items, backend, reader, writer, part_size, read_workers, result.counts
-            )
-            result.parts = writer.published
-            await _record_failures(conn, failures, space_id, run_id)
+            with interrupt.graceful():
+                await asyncio.to_thread(
+                    _embed_items,
+                    todo,
+                    backend,
+                    reader,
+                    writer,
+                    part_size,
+                    read_workers,
+                    result.counts,
+                    failures,
+                )
         except BaseException as err:
-            await finish_run(conn, run_id, result.counts, "failed", err)
+            result.parts = writer.published if writer else []
+            with contextlib.suppress(Exception):
+                await _record_failures(conn, failures, space_id, run_id)
+            await finish_run(conn, run_id, result.counts, "failed", err)  # or "interrupted"
             raise
+        result.parts = writer.published
+        await _record_failures(conn, failures, space_id, run_id)
         await finish_run(
             conn, run_id, result.counts, "partial" if result.counts["failed"] else "succeeded"
         )
     return result
 
 
-def _items_to_embed(
-    work: WorkDir, manifest: str, index: PartIndex, retry_failed: bool, counts: Counter
-) -> Iterator[ImageItem]:
-    """Manifest rows whose bytes this space has not embedded yet, each content once."""
-    seen: set[str] = set()
-    with work.open_text(manifest) as fh:
-        chunks = pd.read_csv(
-            fh,
-            usecols=["locator", "content_hash", "status"],
-            dtype="string",
-            keep_default_na=False,
-            chunksize=10_000,
+def _in_database_lookup(conn, space_id: int, loop: asyncio.AbstractEventLoop):
+    """A function, for the reader thread, that tells which of some content hashes already have a
+    current vector in the space: bytes embedded through another work dir are not embedded again
+    (the load links their objects to the stored vector)."""
+
+    async def lookup(hashes: list[str]) -> set[str]:
+        rows = await conn.fetch(
+            """
+            SELECT DISTINCT o.content_hash FROM objects o
+            JOIN embeddings e ON e.object_id = o.object_id AND e.space_id = $1
+                             AND e.content_hash = o.content_hash
+            WHERE o.content_hash = ANY($2::text[])
+            """,
+            space_id,
+            hashes,
         )
-        for chunk in chunks:
-            for locator, content_hash, status in chunk.itertuples(index=False):
-                if status in ("deleted", "skipped"):
-                    continue
-                key = content_key(locator, content_hash or None)
-                if key in index.done:
-                    counts["already_embedded"] += 1
-                elif key in seen:
-                    counts["duplicates"] += 1
-                elif key in index.failed_permanently and not retry_failed:
-                    counts["known_failures"] += 1
-                else:
-                    seen.add(key)
-                    yield ImageItem(locator, content_hash=content_hash or None)
+        return {r[0] for r in rows}
+
+    def in_database(hashes: list[str]) -> set[str]:
+        if not hashes:
+            return set()
+        return asyncio.run_coroutine_threadsafe(lookup(hashes), loop).result()
+
+    return in_database
+
+
+@dataclass
+class _ToEmbed:
+    """The manifest rows whose bytes this space has no vector for yet, each content once. Read
+    twice: once to count them (the progress bar's total), once to embed them."""
+
+    work: WorkDir
+    manifest: str
+    index: PartIndex
+    retry_failed: bool
+    force: bool
+    in_database: object = None  # Callable[[list[str]], set[str]]
+
+    def count(self) -> int:
+        return sum(1 for _ in self.items(Counter()))
+
+    def items(self, counts: Counter) -> Iterator[ImageItem]:
+        seen: set[str] = set()
+        with self.work.open_text(self.manifest) as fh:
+            chunks = pd.read_csv(
+                fh,
+                usecols=["locator", "content_hash", "status"],
+                dtype="string",
+                keep_default_na=False,
+                chunksize=10_000,
+            )
+            for chunk in chunks:
+                wanted = []
+                for locator, content_hash, status in chunk.itertuples(index=False):
+                    if status in ("deleted", "skipped"):
+                        continue
+                    key = content_key(locator, content_hash or None)
+                    if key in self.index.done:
+                        counts["already_embedded"] += 1
+                    elif key in seen:
+                        counts["duplicates"] += 1
+                    elif key in self.index.failed_permanently and not self.retry_failed:
+                        counts["known_failures"] += 1
+                    else:
+                        seen.add(key)
+                        wanted.append(ImageItem(locator, content_hash=content_hash or None))
+                stored = set()
+                if not self.force and self.in_database is not None:
+                    stored = self.in_database([i.content_hash for i in wanted if i.content_hash])
+                for item in wanted:
+                    if item.content_hash in stored:
+                        counts["in_database"] += 1
+                    else:
+                        yield item
 
 
 def _embed_items(
-    items,
+    todo: _ToEmbed,
     backend: EmbeddingBackend,
     reader: ObjectReader,
     writer: PartWriter,
     part_size: int,
     read_workers: int,
     counts: Counter,
-) -> list[tuple[str, str | None, str]]:
+    all_failures: list[tuple[str, str | None, str]],
+) -> None:
     vectors: list = []
     failed: list = []
-    all_failures: list[tuple[str, str | None, str]] = []
-    progress = Progress("embed", "images")
+    progress = Progress("embed", "images", total=todo.count())
 
     def load(item: ImageItem) -> ImageItem:
         if backend.input_kind == "locator_or_bytes" and item.locator.startswith("gs://"):
@@ -176,12 +247,17 @@ def _embed_items(
         counts["embedded"] += len(vectors)
         counts["failed"] += len(failed)
         all_failures.extend((loc, h, reason) for loc, h, reason, _ in failed)
-        progress.advance(len(vectors) + len(failed), failed=counts["failed"])
         vectors, failed = [], []
 
+    def new_work() -> Iterator[ImageItem]:
+        for item in todo.items(counts):
+            if interrupt.requested():
+                return  # take no new work; what is in flight is dropped below
+            yield item
+
     try:
-        with ThreadPoolExecutor(max_workers=read_workers, thread_name_prefix="read") as pool:
-            loaded = ordered_bounded(load, items, pool, in_flight=read_workers * 4)
+        with thread_pool(read_workers, "read") as pool:
+            loaded = ordered_bounded(load, new_work(), pool, in_flight=read_workers * 4)
             for item, outcome in backend.embed_stream(loaded):
                 if isinstance(outcome, ItemFailure):
                     failed.append(
@@ -190,13 +266,14 @@ def _embed_items(
                 else:
                     vectors.append((item.locator, item.content_hash, outcome))
                 item.source = None  # let the decoded image go
+                progress.advance(1, failed=counts["failed"] + len(failed))
                 if len(vectors) + len(failed) >= part_size:
                     write_part()
-        if vectors or failed:
-            write_part()
+            interrupt.check()  # the stream ended early because a stop was asked for
     finally:
+        if vectors or failed:
+            write_part()  # finished work is kept, also when stopped
         progress.close()
-    return all_failures
 
 
 async def _record_failures(conn, failures, space_id: int, run_id: int) -> None:

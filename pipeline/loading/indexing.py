@@ -68,12 +68,10 @@ async def _report_progress(url: str, partition: str) -> None:
                 "JOIN pg_class c ON c.oid = p.relid WHERE c.relname = $1",
                 partition,
             )
+            if row is not None and row["tuples_total"] and progress.total != row["tuples_total"]:
+                progress.set_total(row["tuples_total"])  # known once the build has counted
             if row is not None and row["tuples_done"] > progress.count:
-                progress.advance(
-                    row["tuples_done"] - progress.count,
-                    phase=row["phase"],
-                    total=row["tuples_total"],
-                )
+                progress.advance(row["tuples_done"] - progress.count, phase=row["phase"])
             await asyncio.sleep(1)
     finally:
         progress.close()

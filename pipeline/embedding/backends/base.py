@@ -4,6 +4,8 @@ for texts. The base class does the batching, the concurrency and the validation.
 from __future__ import annotations
 
 import abc
+import collections
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pipeline import interrupt
 from pipeline.db.spaces import EmbeddingSpace
 
 
@@ -60,6 +63,12 @@ class EmbeddingBackend(abc.ABC):
     def embed_text_batch(self, texts: list[str]) -> np.ndarray:
         """One vector per text, in the same space as the images."""
 
+    def check(self) -> None:
+        """Make sure the backend can work (its weights exist, its settings are valid), loading
+        what it must. Called before a space is first registered, so that a typo never creates
+        one; a backend that checks everything when it is built needs nothing here."""
+        return None
+
     def prepare(self, image):
         """Per-image work done in reader threads, off the model's thread (e.g. preprocessing)."""
         return image
@@ -69,9 +78,7 @@ class EmbeddingBackend(abc.ABC):
     def embed_stream(self, items: Iterable[ImageItem]) -> Iterator[tuple[ImageItem, Result]]:
         """Embed a stream of items in order with bounded memory: batches of `batch_size`, up to
         `concurrency` batches in flight."""
-        with ThreadPoolExecutor(
-            max_workers=self.concurrency, thread_name_prefix=f"{self.name}-batch"
-        ) as pool:
+        with thread_pool(self.concurrency, f"{self.name}-batch") as pool:
             yield from ordered_bounded(
                 self._embed_batch,
                 _batches(items, self.batch_size),
@@ -137,6 +144,20 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+@contextlib.contextmanager
+def thread_pool(workers: int, name: str) -> Iterator[ThreadPoolExecutor]:
+    """A thread pool that is waited for when the work ends normally, and abandoned (queued work
+    cancelled, running work left to finish unseen) when it ends by an error or a stop: a
+    Ctrl-C must not wait for the batch in the model."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def ordered_bounded(
     fn: Callable,
     inputs: Iterable,
@@ -146,13 +167,14 @@ def ordered_bounded(
     flatten: bool = False,
 ) -> Iterator:
     """`map(fn, inputs)` on a thread pool, results in input order, at most `in_flight` pending:
-    the reader never runs ahead of the consumer by more than that."""
-    pending = []
+    the reader never runs ahead of the consumer by more than that. Stops waiting as soon as a
+    stop is asked for (`pipeline.interrupt`)."""
+    pending: collections.deque = collections.deque()
     for value in inputs:
         pending.append(pool.submit(fn, value))
         if len(pending) >= in_flight:
-            result = pending.pop(0).result()
+            result = interrupt.result(pending.popleft())
             yield from (result if flatten else [result])
-    for future in pending:
-        result = future.result()
+    while pending:
+        result = interrupt.result(pending.popleft())
         yield from (result if flatten else [result])

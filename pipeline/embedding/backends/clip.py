@@ -1,22 +1,30 @@
-"""Local CLIP through open_clip (the `clip` extra). torch is imported only when a ClipBackend is
-built, never by `import pipeline`."""
+"""Local CLIP through open_clip (the `clip` extra). torch is imported only when a vector must be
+made, never by `import pipeline` nor by building the backend."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.db.spaces import EmbeddingSpace
+from pipeline.embedding.backends import clip_models
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
 from pipeline.errors import ConfigError
+from pipeline.progress import step
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
 
 class ClipBackend(EmbeddingBackend):
+    """open_clip, loaded on first use: building the backend (and knowing its space) costs
+    milliseconds; torch and the weights are loaded only when an image or a text must be embedded,
+    so a rerun with nothing new never pays for them."""
+
     name = "clip"
     input_kind = "image"
 
@@ -29,42 +37,19 @@ class ClipBackend(EmbeddingBackend):
         batch_size: int = 32,
         seed: int = 0,
     ) -> None:
-        try:
-            import open_clip
-            import torch
-        except ImportError:
-            raise ConfigError(
-                "the clip backend needs open_clip and torch", hint="pip install 'imgvec[clip]'"
-            ) from None
-        self.torch = torch
-        self.batch_size = batch_size
-        self.device = (
-            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        )
-        weights, self._weights_tag = _resolve_pretrained(pretrained, seed)
-        if weights is None:
-            torch.manual_seed(seed)  # random weights, the same on every run and machine
-        precision = "fp16" if self.device.startswith("cuda") else "fp32"
-        try:
-            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=weights, device=self.device, precision=precision
-            )
-        except Exception as err:  # hub download failures come as many kinds
-            if "Unknown model" in str(err):
-                raise ConfigError(
-                    f"unknown CLIP model {model!r}", hint="see open_clip.list_models()"
-                ) from None
-            raise _weights_error(model, pretrained, err) from None
-        self.model.eval()
-        self.tokenizer = open_clip.get_tokenizer(model)
         self.model_name = model
-        with torch.no_grad():
-            self._dimension = int(
-                self.model.encode_text(self.tokenizer(["x"]).to(self.device)).shape[-1]
-            )
+        self.batch_size = batch_size
+        self.seed = seed
+        self._requested_device = device
+        self._dimension = clip_models.embedding_dimension(model)  # also: unknown model -> error
+        self._weights, self._weights_tag = _resolve_pretrained(pretrained, seed)
+        self._loaded: _LoadedModel | None = None
+        self._load_lock = threading.Lock()
 
     @property
     def space(self) -> EmbeddingSpace:
+        if self._dimension is None:  # a model open_clip finds outside its configs: ask it
+            self._dimension = self._model().dimension
         return EmbeddingSpace(
             "clip",
             self.model_name,
@@ -74,25 +59,90 @@ class ClipBackend(EmbeddingBackend):
             normalized=True,
         )
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def device(self) -> str:
+        return self._model().device
+
+    @property
+    def model(self):
+        return self._model().model
+
+    def check(self) -> None:
+        self._model()
+
     def prepare(self, image):
         # The model's own preprocessing (resize, centre crop, normalise), in a reader thread.
-        return self.preprocess(image)
+        return self._model().preprocess(image)
 
     def embed_image_batch(self, items: list[ImageItem]) -> list[Result]:
-        torch = self.torch
-        batch = torch.stack([item.source for item in items]).to(self.device)
-        if self.device.startswith("cuda"):
+        loaded = self._model()
+        torch = loaded.torch
+        batch = torch.stack([item.source for item in items]).to(loaded.device)
+        if loaded.device.startswith("cuda"):
             batch = batch.half()
         with torch.no_grad():
-            features = self.model.encode_image(batch)
+            features = loaded.model.encode_image(batch)
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return list(features.cpu().numpy())
 
     def embed_text_batch(self, texts: list[str]) -> np.ndarray:
-        torch = self.torch
+        loaded = self._model()
+        torch = loaded.torch
         with torch.no_grad():
-            features = self.model.encode_text(self.tokenizer(texts).to(self.device))
+            features = loaded.model.encode_text(loaded.tokenizer(texts).to(loaded.device))
             return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
+    def _model(self) -> _LoadedModel:
+        if self._loaded is None:
+            with self._load_lock:  # reader threads and the model thread may all ask at once
+                if self._loaded is None:
+                    label = f"CLIP {self.model_name} ({self._weights_tag})"
+                    with step(f"loading {label}"):
+                        self._loaded = _load(
+                            self.model_name, self._weights, self._requested_device, self.seed
+                        )
+        return self._loaded
+
+
+@dataclass
+class _LoadedModel:
+    torch: object
+    model: object
+    preprocess: object
+    tokenizer: object
+    device: str
+    dimension: int
+
+
+def _load(model: str, weights: str | None, device: str, seed: int) -> _LoadedModel:
+    try:
+        import open_clip
+        import torch
+    except ImportError:
+        raise ConfigError(
+            "the clip backend needs open_clip and torch", hint="pip install 'imgvec[clip]'"
+        ) from None
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if weights is None:
+        torch.manual_seed(seed)  # random weights, the same on every run and machine
+    elif not Path(weights).is_file():
+        clip_models.check_weights_available(model, weights)  # fail fast when offline
+    precision = "fp16" if device.startswith("cuda") else "fp32"
+    try:
+        network, _, preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=weights, device=device, precision=precision
+        )
+    except Exception as err:  # hub download failures come as many kinds
+        raise _weights_error(model, weights, err) from None
+    network.eval()
+    tokenizer = open_clip.get_tokenizer(model)
+    with torch.no_grad():
+        dimension = int(network.encode_text(tokenizer(["x"]).to(device)).shape[-1])
+    return _LoadedModel(torch, network, preprocess, tokenizer, device, dimension)
 
 
 def _resolve_pretrained(pretrained: str, seed: int) -> tuple[str | None, str]:
@@ -112,10 +162,12 @@ def _resolve_pretrained(pretrained: str, seed: int) -> tuple[str | None, str]:
     return pretrained, pretrained
 
 
-def _weights_error(model: str, pretrained: str, err: Exception) -> ConfigError:
+def _weights_error(model: str, weights: str | None, err: Exception) -> ConfigError:
+    text = str(err).strip()
     return ConfigError(
-        f"cannot load CLIP weights {model}/{pretrained}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}",
-        hint="with no network, pass --pretrained PATH (a checkpoint file) or --pretrained none (random weights)",
+        f"cannot load CLIP weights {model}/{weights or 'none'}: "
+        + (text.splitlines()[0] if text else type(err).__name__),
+        hint="use " + clip_models.WAYS_ON,
     )
 
 

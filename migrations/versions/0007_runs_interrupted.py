@@ -1,7 +1,7 @@
 """Runs can end `interrupted`: stopped by Ctrl-C or SIGTERM, with their counts, resumable.
 
-Revision ID: 0006_runs_interrupted
-Revises: 0005_lean_embeddings
+Revision ID: 0007_runs_interrupted
+Revises: 0006_sources_identity
 Create Date: 2026-11-30
 """
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006_runs_interrupted"
-down_revision: str | None = "0005_lean_embeddings"
+revision: str = "0007_runs_interrupted"
+down_revision: str | None = "0006_sources_identity"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
