@@ -27,7 +27,7 @@ import asyncpg
 import numpy as np
 import pandas as pd
 
-from pipeline.db import connect, open_database, resolve_url
+from pipeline.db import connect, locks, open_database, resolve_url
 from pipeline.db.runs import finish_run, start_run
 from pipeline.db.spaces import EmbeddingSpace, partition_name, register_space
 from pipeline.embedding.checkpoints import (
@@ -103,7 +103,6 @@ SELECT $1, p.part, p.rows, $4 FROM unnest($2::text[], $3::integer[]) AS p(part, 
 """
 # Parts per transaction: fewer commits (each flushes the WAL); 4 measured clearly slower, 16-128 alike.
 PARTS_PER_TRANSACTION = 32
-_LOAD_LOCK = 0x696D676C64  # "imgld" + space_id: one loader per space at a time
 
 
 @dataclass
@@ -170,6 +169,22 @@ def read_space(work: WorkDir, folder: str) -> EmbeddingSpace:
         return EmbeddingSpace(**json.load(fh))
 
 
+@contextlib.asynccontextmanager
+async def space_load_lock(conn: asyncpg.Connection, space_id: int):
+    """One loader per space at a time, for the whole load: what is loaded and which objects have a
+    vector cannot change under us (other spaces load in parallel)."""
+    await locks.acquire(conn, locks.LOAD, space_id)
+    try:
+        yield
+    finally:
+        # (A lost connection has released the lock already: do not mask the error that lost it.)
+        with contextlib.suppress(*_CONNECTION_LOST):
+            await locks.release(conn, locks.LOAD, space_id)
+
+
+_CONNECTION_LOST = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
 async def _load_space(
     conn,
     url: str,
@@ -181,21 +196,15 @@ async def _load_space(
 ) -> int:
     space = read_space(work, folder)
     space_id = await register_space(conn, space)
-    # One loader per space at a time, for the whole load: what is loaded and which objects have a
-    # vector cannot change under us (other spaces load in parallel).
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOAD_LOCK + space_id)
-    # A second connection looks up the next group's objects while this one COPYs the current group.
-    matcher = await connect(url)
-    try:
-        loader = _SpaceLoader(conn, matcher, work, space_id, run_id, result)
-        await loader.load(space, sizes)
-    finally:
-        # (A lost connection has released the lock already: do not mask the error that lost it.)
-        lost = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-        with contextlib.suppress(*lost):
-            await matcher.close()
-        with contextlib.suppress(*lost):
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOAD_LOCK + space_id)
+    async with space_load_lock(conn, space_id):
+        # A second connection looks up the next group's objects while this one COPYs the current one.
+        matcher = await connect(url)
+        try:
+            loader = _SpaceLoader(conn, matcher, work, space_id, run_id, result)
+            await loader.load(space, sizes)
+        finally:
+            with contextlib.suppress(*_CONNECTION_LOST):
+                await matcher.close()
     return space_id
 
 
