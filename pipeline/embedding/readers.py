@@ -1,42 +1,41 @@
-"""Fetching an object's bytes by locator: gs://, s3:// or a local file."""
+"""Fetching an object's bytes by locator: gs://, s3:// or a local file, never more than the cap."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline.embedding.backends.base import ItemFailure
 
-_local = threading.local()  # one client per thread: the storage clients are not thread-safe
+MAX_OBJECT_BYTES = 200 * 1024 * 1024
+
+# Storage clients are not thread-safe: one per thread, and per endpoint, so that two readers (or a
+# GCS emulator started after the first read) in one thread each reach their own store.
+_local = threading.local()
 
 
 class ObjectReader:
     def __init__(
-        self, *, s3_endpoint_url: str | None = None, max_bytes: int = 200 * 1024 * 1024
+        self, *, s3_endpoint_url: str | None = None, max_bytes: int = MAX_OBJECT_BYTES
     ) -> None:
         self.s3_endpoint_url = s3_endpoint_url
         self.max_bytes = max_bytes
 
-    def read(self, locator: str) -> bytes:
+    def read(self, locator: str, size: int | None = None) -> bytes:
+        """The object's bytes. `size`, the listed size if known, fails a larger object before any
+        request; either way no more than `max_bytes` + 1 bytes are ever fetched."""
+        if size is not None and size > self.max_bytes:
+            raise self._too_large()
         parts = urlsplit(locator)
         try:
             if parts.scheme == "gs":
-                return (
-                    self._gcs()
-                    .bucket(parts.netloc)
-                    .blob(parts.path.lstrip("/"))
-                    .download_as_bytes()
-                )
-            if parts.scheme == "s3":
-                body = self._s3().get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))[
-                    "Body"
-                ]
-                return body.read()
-            path = Path(locator.removeprefix("file://"))
-            if path.stat().st_size > self.max_bytes:
-                raise ItemFailure(f"larger than {self.max_bytes} bytes")
-            return path.read_bytes()
+                data = self._read_gcs(parts.netloc, parts.path.lstrip("/"))
+            elif parts.scheme == "s3":
+                data = self._read_s3(parts.netloc, parts.path.lstrip("/"))
+            else:
+                data = self._read_file(Path(locator.removeprefix("file://")))
         except ItemFailure:
             raise
         except FileNotFoundError:
@@ -49,17 +48,64 @@ class ObjectReader:
                 f"cannot read: {name}: {str(err).splitlines()[0][:200] if str(err) else ''}",
                 permanent=False,
             ) from None
+        if len(data) > self.max_bytes:  # grown since the listing, or a store that ignored the range
+            raise self._too_large()
+        return data
+
+    def _too_large(self) -> ItemFailure:
+        return ItemFailure(f"larger than {self.max_bytes} bytes (the cap on one object)")
+
+    def _read_file(self, path: Path) -> bytes:
+        if path.stat().st_size > self.max_bytes:
+            raise self._too_large()
+        with open(path, "rb") as fh:
+            return fh.read(self.max_bytes + 1)
+
+    def _read_gcs(self, bucket: str, key: str) -> bytes:
+        from google.api_core.exceptions import RequestRangeNotSatisfiable
+
+        blob = self._gcs().bucket(bucket).blob(key)
+        try:
+            # A range, `end` inclusive: one byte past the cap tells a too-large object apart.
+            return blob.download_as_bytes(start=0, end=self.max_bytes)
+        except RequestRangeNotSatisfiable:  # what a range on a zero-byte object gets
+            return b""
+
+    def _read_s3(self, bucket: str, key: str) -> bytes:
+        response = self._s3().get_object(Bucket=bucket, Key=key)
+        body = response["Body"]
+        try:
+            if response.get("ContentLength", 0) > self.max_bytes:  # known before the body is read
+                raise self._too_large()
+            return body.read(self.max_bytes + 1)
+        finally:
+            body.close()
 
     def _gcs(self):
-        if getattr(_local, "gcs", None) is None:
-            from google.cloud import storage
-
-            _local.gcs = storage.Client()
-        return _local.gcs
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        return _client_for(("gcs", emulator), _new_gcs_client)
 
     def _s3(self):
-        if getattr(_local, "s3", None) is None:
-            import boto3
+        endpoint = self.s3_endpoint_url
+        return _client_for(("s3", endpoint), lambda: _new_s3_client(endpoint))
 
-            _local.s3 = boto3.client("s3", endpoint_url=self.s3_endpoint_url)
-        return _local.s3
+
+def _client_for(key: tuple, make):
+    clients = getattr(_local, "clients", None)
+    if clients is None:
+        clients = _local.clients = {}
+    if key not in clients:
+        clients[key] = make()
+    return clients[key]
+
+
+def _new_gcs_client():
+    from google.cloud import storage
+
+    return storage.Client()
+
+
+def _new_s3_client(endpoint_url: str | None):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint_url)
