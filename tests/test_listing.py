@@ -192,7 +192,11 @@ def test_listing_killed_midway_marks_nothing_deleted(tmp_path, fresh_url):
         (data / f"IMG{i:05d}.jpg").write_bytes(b"x%d" % i)
     emulator = GcsEmulator(data_dir=tmp_path / "gcs-data")
     work = tmp_path / "work"
-    env = dict(os.environ) | {"DATABASE_URL": fresh_url, "STORAGE_EMULATOR_HOST": emulator.url}
+    env = dict(os.environ) | {
+        "DATABASE_URL": fresh_url,
+        "STORAGE_EMULATOR_HOST": emulator.url,
+        "IMGVEC_PROGRESS_SECONDS": "0",  # a log line per batch: the kill lands mid-listing
+    }
     try:
         run_imgvec("list", "gs://photos", "--work-dir", str(work), env=env)
         emulator.client().bucket("photos").blob("IMG00000.jpg").delete()

@@ -89,6 +89,12 @@ async def _load_space(conn, space_id: int, object_ids: list[int], vectors: np.nd
 
 
 async def _insert_objects(conn, n: int) -> list[int]:
+    """n objects of the source gs://photos/2026/ (the default source), as a listing records them."""
+    await conn.execute(
+        "INSERT INTO sources (root, kind, spec) VALUES ('gs://photos/2026/', 'gs', 'gs://photos/2026/') "
+        "ON CONFLICT DO NOTHING"
+    )
+    await conn.execute("SELECT set_default_source('gs://photos/2026/')")
     rows = await conn.fetch(
         """
         INSERT INTO objects (locator, scheme, bucket, key, name)

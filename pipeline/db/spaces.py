@@ -143,7 +143,8 @@ async def _make_default(conn: asyncpg.Connection, space_id: int) -> None:
         "UPDATE embedding_spaces SET is_default = true WHERE space_id = $1", space_id
     )
     # The column type changes with the dimension, so the view is replaced, not altered; its
-    # comments are carried over.
+    # comments are carried over. Only the default source's images show, so that a name is one
+    # image (names are unique within a source, not across sources: migration 0006).
     comments = await _comments(conn, "image_embeddings")
     await conn.execute(
         f"""
@@ -155,6 +156,7 @@ async def _make_default(conn: asyncpg.Connection, space_id: int) -> None:
             FROM embeddings e
             JOIN objects o ON o.object_id = e.object_id
             WHERE e.space_id = {int(space_id)} AND o.deleted_at IS NULL
+              AND o.source_id = (SELECT source_id FROM sources WHERE is_default)
         """
     )
     await _apply_comments(conn, "VIEW", "image_embeddings", comments)

@@ -9,7 +9,7 @@ rerunning it reports the same new and changed objects again.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import batched
 
@@ -17,6 +17,7 @@ from pipeline.db import open_database
 from pipeline.db.runs import finish_run, start_run
 from pipeline.listing.filters import ObjectFilter
 from pipeline.listing.manifest import ManifestWriter
+from pipeline.listing.registry import register_source, source_root
 from pipeline.listing.store import ObjectStore
 from pipeline.progress import Progress
 from pipeline.settings import Settings
@@ -67,8 +68,11 @@ async def list_source(
         manifest = ManifestWriter(work, relpath)
         progress = Progress("list", "objects")
         try:
+            source_id = await register_source(conn, source)
             async with conn.transaction():
-                store = ObjectStore(conn, listed_at)
+                # Below a prefix a name is one key; a file of locators can repeat a name.
+                names_may_clash = source_root(source)[0] == "list"
+                store = ObjectStore(conn, listed_at, source_id, names_may_clash=names_may_clash)
                 for batch in batched(source.iter_objects(), batch_size):
                     await _record_batch(batch, object_filter, store, manifest, counts)
                     progress.advance(len(batch), new=counts["new"], changed=counts["changed"])
@@ -93,9 +97,15 @@ async def _record_batch(batch, object_filter, store, manifest, counts) -> None:
         reason = object_filter.skip_reason(obj)
         (skipped if reason else images).append((obj, reason))
     statuses = await store.upsert([obj for obj, _ in images]) if images else {}
-    rows = [(obj, statuses[obj.locator], None) for obj, _ in images]
+    rows = [(_as_stored(obj, store), statuses[obj.locator], None) for obj, _ in images]
     rows += [(obj, "skipped", reason) for obj, reason in skipped]
     manifest.write(rows)
     counts["listed"] += len(batch)
     counts["skipped"] += len(skipped)
     counts.update(status for _, status, _ in rows if status != "skipped")
+
+
+def _as_stored(obj, store):
+    """The object under the name it was stored with (a clashing name becomes the locator)."""
+    name = store.renamed.get(obj.locator)
+    return obj if name is None else replace(obj, name=name)

@@ -27,9 +27,23 @@ FROM {_STAGING} b LEFT JOIN objects o ON o.locator = b.locator
 _COLUMNS = ", ".join(OBJECT_COLUMNS)
 _UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in OBJECT_COLUMNS if c != "locator")
 _UPSERT_SQL = f"""
-INSERT INTO objects ({_COLUMNS}, first_seen, last_seen)
-SELECT DISTINCT ON (locator) {_COLUMNS}, $1::timestamptz, $1::timestamptz FROM {_STAGING}
-ON CONFLICT (locator) DO UPDATE SET {_UPDATES}, last_seen = EXCLUDED.last_seen, deleted_at = NULL
+INSERT INTO objects ({_COLUMNS}, source_id, first_seen, last_seen)
+SELECT DISTINCT ON (locator) {_COLUMNS}, $2::integer, $1::timestamptz, $1::timestamptz FROM {_STAGING}
+ON CONFLICT (locator) DO UPDATE SET {_UPDATES}, source_id = EXCLUDED.source_id,
+    last_seen = EXCLUDED.last_seen, deleted_at = NULL
+"""
+
+# A live name is unique within a source (one name, one image). Below a prefix that holds by
+# construction; a file of locators can name two files x.jpg in different folders or buckets: the
+# one that did not have the name first is named by its full locator instead.
+_RENAME_CLASHES_SQL = f"""
+UPDATE {_STAGING} b SET name = b.locator
+WHERE EXISTS (SELECT 1 FROM objects o
+              WHERE o.source_id = $1 AND o.name = b.name AND o.deleted_at IS NULL
+                AND o.locator <> b.locator)
+   OR EXISTS (SELECT 1 FROM {_STAGING} first
+              WHERE first.name = b.name AND first.locator < b.locator)
+RETURNING b.locator, b.name
 """
 
 _DELETE_SQL = f"""
@@ -43,9 +57,15 @@ RETURNING {_COLUMNS}
 class ObjectStore:
     """Use inside one transaction: an interrupted listing then changes nothing at all."""
 
-    def __init__(self, conn: asyncpg.Connection, listed_at) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, listed_at, source_id: int, *, names_may_clash: bool
+    ) -> None:
         self.conn = conn
         self.listed_at = listed_at
+        self.source_id = source_id
+        self.names_may_clash = names_may_clash
+        #: locator -> name, for the last batch's objects whose name was taken (see _RENAME_CLASHES_SQL)
+        self.renamed: dict[str, str] = {}
         self._staging_ready = False
 
     async def upsert(self, batch: list[ObjectInfo]) -> dict[str, str]:
@@ -62,8 +82,10 @@ class ObjectStore:
             records=[tuple(getattr(o, c) for c in OBJECT_COLUMNS) for o in batch],
             columns=OBJECT_COLUMNS,
         )
+        if self.names_may_clash:
+            self.renamed = dict(await self.conn.fetch(_RENAME_CLASHES_SQL, self.source_id))
         statuses = dict(await self.conn.fetch(_STATUS_SQL))
-        await self.conn.execute(_UPSERT_SQL, self.listed_at)
+        await self.conn.execute(_UPSERT_SQL, self.listed_at, self.source_id)
         return statuses
 
     async def mark_deleted(self, scope: tuple[str, str | None, str]) -> list[ObjectInfo]:

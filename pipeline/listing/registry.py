@@ -1,0 +1,96 @@
+"""The sources table: which source a listing is of, and which source is the default.
+
+A name (objects.name) is relative to the source it was listed from, so it identifies an image only
+within that source; `image_embeddings` shows the default source (migration 0006).
+"""
+
+from __future__ import annotations
+
+import os
+
+import asyncpg
+
+from pipeline.errors import ConfigError
+
+# pg_advisory_xact_lock key serialising the choice of a default source ("imgsrc" in ASCII).
+_SOURCES_LOCK_KEY = 0x696D67737263
+
+
+def source_root(source) -> tuple[str, str]:
+    """(kind, root) of a source: the normalised place it lists, so that `imgvec list ./pics` and
+    `imgvec list /home/me/pics/` are one source. A listed locator is its root followed by its name."""
+    scheme, bucket, prefix = source.scope()
+    if scheme in ("gs", "s3"):
+        return scheme, f"{scheme}://{bucket}/{prefix}"
+    if scheme == "file":
+        return "file", f"file://{prefix}"
+    return "list", "list:" + os.path.abspath(source.spec.removeprefix("file://"))
+
+
+async def register_source(conn: asyncpg.Connection, source) -> int:
+    """The source's id, recording it on first listing. The first source listed becomes the default;
+    so does a later one while the default holds no image (e.g. its first listing was killed).
+
+    Its own short transaction, before the listing's long one: two first listings at once must not
+    both make themselves the default, and a lock held for a whole listing would serialise them."""
+    kind, root = source_root(source)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SOURCES_LOCK_KEY)
+        source_id = await conn.fetchval(
+            """
+            INSERT INTO sources (root, kind, spec) VALUES ($1, $2, $3)
+            ON CONFLICT (root) DO UPDATE SET spec = EXCLUDED.spec, last_listed_at = now()
+            RETURNING source_id
+            """,
+            root,
+            kind,
+            source.spec,
+        )
+        default = await conn.fetchval("SELECT source_id FROM sources WHERE is_default")
+        if default != source_id and (default is None or not await _has_images(conn, default)):
+            await conn.execute("SELECT set_default_source($1)", str(source_id))
+    return source_id
+
+
+async def set_default_source(conn: asyncpg.Connection, source: str) -> str:
+    """Make a source the default behind `image_embeddings` (by id, root, spec, or a local folder);
+    returns its root. No vector moves."""
+    try:
+        return await conn.fetchval("SELECT set_default_source($1)", normalise_source(source))
+    except asyncpg.NoDataFoundError as err:
+        raise ConfigError(str(err), hint=err.hint) from None
+
+
+async def find_source(conn: asyncpg.Connection, source: str) -> tuple[int, str]:
+    """(source_id, root) of a listed source given by id, root, spec, or a local folder."""
+    wanted = normalise_source(source)
+    row = await conn.fetchrow(
+        """
+        SELECT source_id, root FROM sources
+        WHERE source_id::text = $1 OR root = $1 OR spec = $1 OR root = $1 || '/'
+        ORDER BY root = $1 DESC, source_id LIMIT 1
+        """,
+        wanted,
+    )
+    if row is None:
+        known = await conn.fetch("SELECT source_id, root FROM sources ORDER BY source_id")
+        listed = ", ".join(f"{r['source_id']} {r['root']!r}" for r in known) or "none yet"
+        raise ConfigError(
+            f"no source {source!r} is listed", hint=f"listed sources (id root): {listed}"
+        )
+    return row["source_id"], row["root"]
+
+
+def normalise_source(source: str) -> str:
+    """A local folder as its root (file:///abs/path/); anything else as given."""
+    path = source.removeprefix("file://")
+    if "://" not in path and os.path.isdir(os.path.expanduser(path)):
+        return "file://" + os.path.realpath(os.path.expanduser(path)) + "/"
+    return source
+
+
+async def _has_images(conn: asyncpg.Connection, source_id: int) -> bool:
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM objects WHERE source_id = $1 AND deleted_at IS NULL)",
+        source_id,
+    )
