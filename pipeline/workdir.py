@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+GITIGNORE = "# Created by imgvec automatically: a work dir holds checkpoints, not sources.\n*\n"
+
 
 class WorkDir:
     def __init__(self, spec: str | Path) -> None:
@@ -32,11 +34,24 @@ class WorkDir:
         mode = {"mode": "w+b"} if binary else {"mode": "w+", "newline": "", "encoding": "utf-8"}
         if self.gcs:
             return tempfile.NamedTemporaryFile(suffix=".tmp", delete=False, **mode)
+        self._create_local_root()
         target = self.local / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
         return tempfile.NamedTemporaryFile(
             dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False, **mode
         )
+
+    def _create_local_root(self) -> None:
+        """Create the folder if it is missing, with a `.gitignore` of `*` (as pytest and ruff do for
+        their caches): checkpoints in a project folder must not end up in its repository. A folder
+        the user made is left as it is."""
+        if self.local.is_dir():
+            return
+        try:
+            self.local.mkdir(parents=True)
+        except FileExistsError:  # another process made it first (and wrote the file)
+            return
+        (self.local / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
 
     def publish(self, scratch_path: str, relpath: str, *, exclusive: bool = False) -> str | None:
         """Move a finished, closed scratch file into place; returns where it went. With
