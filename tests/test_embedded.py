@@ -179,10 +179,37 @@ def test_unreachable_database_is_one_clear_line(tmp_path):
     result = run_imgvec(
         "db", "status", env={"DATABASE_URL": url, "IMGVEC_CONNECT_TIMEOUT": "1"}, check=False
     )
-    assert result.returncode == 1
+    assert result.returncode == 75  # EX_TEMPFAIL: a scheduler may retry later
     lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith(
-        "imgvec: error: cannot reach PostgreSQL at postgresql://someone:***@"
+    assert lines[0] == (
+        f"imgvec: error: cannot reach PostgreSQL at socket {tmp_path}/.s.PGSQL.5432: "
+        "no socket there (server not running)"
     )
+    assert "postgresql://someone:***@" in lines[1]
     assert "hunter2-secret" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_psql_file_stops_at_the_first_error_and_exits_non_zero(imgvec_home, tmp_path):
+    script = tmp_path / "broken.sql"
+    script.write_text("SELECT 'before';\nSELECT 1/0;\nSELECT 'after';\n")
+    failed = run_imgvec("psql", "-X", "-tA", "-f", str(script), check=False)
+    assert failed.returncode == 3, failed.stderr  # psql's code for an error in a script
+    assert failed.stdout.split() == ["before"] and "division by zero" in failed.stderr
+    # The user's own setting wins.
+    on = run_imgvec("psql", "-X", "-tA", "-v", "ON_ERROR_STOP=0", "-f", str(script), check=False)
+    assert on.returncode == 0 and on.stdout.split() == ["before", "after"], on.stderr
+
+
+async def test_grant_reader_on_the_embedded_server_points_to_a_shared_one(server_url):
+    role = f"analysts_{os.getpid()}"
+    result = run_imgvec("db", "grant-reader", role, check=False)
+    assert result.returncode == 2, result.stderr
+    error, hint = result.stderr.strip().splitlines()
+    assert error.startswith("imgvec: error: the embedded server is private: only the OS user")
+    assert "docker compose up -d db" in hint and "DATABASE_URL" in hint
+    conn = await connect(server_url, register_vector=False)
+    try:
+        assert not await conn.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", role)
+    finally:
+        await conn.close()

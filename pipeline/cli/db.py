@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from pipeline.db import check_server, connect, mask_url, open_database, resolve_url
 from pipeline.db.embedded import EmbeddedPostgres
 from pipeline.db.schema import current_revision, head_revision
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, UsageError
 from pipeline.settings import Settings
 
 db_app = typer.Typer(
@@ -22,6 +22,10 @@ db_app = typer.Typer(
 )
 
 EXIT_NOT_RUNNING = 3
+
+
+class EmbeddedServerIsPrivate(UsageError):
+    """A command meant for a shared server was run against the embedded one."""
 
 
 @db_app.command()
@@ -102,7 +106,17 @@ def grant_reader(
     ctx: typer.Context,
     role: Annotated[str, typer.Argument(help="the analysts' role (created if missing)")],
 ) -> None:
-    """Give ROLE read-only access: every table, view and sql/ query, and no writes."""
+    """Give ROLE read-only access: every table, view and sql/ query, and no writes.
+
+    For a shared server (DATABASE_URL): the embedded one admits only the OS user who started it.
+    """
+    if ctx.obj.embedded:
+        raise EmbeddedServerIsPrivate(
+            "the embedded server is private: only the OS user who started it can connect (a unix "
+            "socket in a private folder, no passwords), so a role there would serve no one else",
+            hint="for analysts who share a database, run the compose server (`docker compose up "
+            "-d db`) or any PostgreSQL with pgvector, set DATABASE_URL to it, and grant there",
+        )
     created = asyncio.run(_grant_reader(ctx.obj, role))
     typer.echo(
         f"{'created role' if created else 'role'} {role}: read-only access to imgvec's tables, views "
@@ -134,7 +148,9 @@ def psql(ctx: typer.Context) -> None:
         # Through the environment, not argv: argv is visible to every user in `ps`.
         env["PGPASSWORD"] = parsed.password
         target = parsed.set(password=None).render_as_string(hide_password=False)
-    os.execvpe(executable, [executable, target, *ctx.args], env)
+    # Stop at the first error, so that a failing `-f` file exits non-zero (3) instead of running on
+    # and exiting 0; a `-v ON_ERROR_STOP=0` of the user's comes later on the line and wins.
+    os.execvpe(executable, [executable, "-v", "ON_ERROR_STOP=1", target, *ctx.args], env)
 
 
 async def _migrated_url(settings: Settings) -> str:
