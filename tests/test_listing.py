@@ -171,7 +171,7 @@ def test_gcs_unreachable_or_missing_bucket_is_one_line_and_writes_nothing(tmp_pa
         check=False,
         env=env | {"STORAGE_EMULATOR_HOST": dead.url},
     )
-    assert down.returncode == 1
+    assert down.returncode == 75  # storage down: retryable (EX_TEMPFAIL)
     assert down.stderr.startswith("imgvec: error: cannot list gs://photos/:")
     assert "Traceback" not in missing.stderr + down.stderr
     assert not list(work.glob("manifests/*.csv"))
