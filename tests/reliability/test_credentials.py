@@ -136,7 +136,7 @@ async def test_scram_server_works_and_no_password_leaks(tmp_path, scram_server, 
         env={"DATABASE_URL": wrong_url},
         check=False,
     )
-    assert wrong.returncode != 0
+    assert wrong.returncode == 1  # permanent: a rerun fails the same way (not 75, retryable)
     lines = wrong.stderr.strip().splitlines()
     assert (
         lines[0].startswith("imgvec: error:")
