@@ -220,6 +220,9 @@ def _caused(outer: Exception, cause: Exception) -> Exception:
         (lambda: ConnectionRefusedError(111, "refused"), True),
         (lambda: socket.gaierror(-2, "Name or service not known"), True),
         (lambda: FileNotFoundError(2, "gone"), False),
+        (lambda: OSError(101, "Network is unreachable"), True),
+        (lambda: ExceptionGroup("tasks", [ConnectionResetError(), TimeoutError()]), True),
+        (lambda: ExceptionGroup("tasks", [ConnectionResetError(), KeyError("bug")]), False),
         (
             lambda: _caused(RuntimeError("embedding failed"), _google("ResourceExhausted", "q")),
             True,

@@ -8,6 +8,7 @@ later, the rerun resumes.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
@@ -147,11 +148,25 @@ _TRANSIENT_CLASSES = {
 _THROTTLING_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded"}
 
 
+# Network errors the OS reports as a plain OSError (not one of ConnectionError's subclasses).
+_TRANSIENT_ERRNOS = {
+    errno.ENETDOWN,
+    errno.ENETUNREACH,
+    errno.EHOSTDOWN,
+    errno.EHOSTUNREACH,
+    errno.ETIMEDOUT,
+}
+
+
 def _is_transient(err: BaseException, depth: int = 0) -> bool:
     if depth > 5:  # a cycle of causes
         return False
+    if isinstance(err, BaseExceptionGroup):  # from a task group: retryable if every one is
+        return all(_is_transient(inner, depth + 1) for inner in err.exceptions)
     names = {(cls.__module__, cls.__name__) for cls in type(err).__mro__}
     if names & _TRANSIENT_CLASSES:
+        return True
+    if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS:
         return True
     if ("botocore.exceptions", "ClientError") in names:  # S3's "slow down", 5xx
         response = getattr(err, "response", None) or {}
