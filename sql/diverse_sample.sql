@@ -6,6 +6,7 @@
 --
 -- Variables: n     sample size                                   default 20
 --            bits  components used for buckets (2^bits buckets)  default 8
+\set ON_ERROR_STOP on
 \if :{?n} \else \set n 20 \endif
 \if :{?bits} \else \set bits 8 \endif
 WITH bucketed AS (

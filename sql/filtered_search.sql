@@ -7,12 +7,13 @@
 --
 --   imgvec psql -v image=IMG001.jpg -v prefix=2026/ -v since=2026-01-01 -f sql/filtered_search.sql
 --
--- Variables: image   query image name                        default IMG001.jpg
+-- Variables: image   query image: name or full locator       default IMG001.jpg
 --            prefix  keep names starting with this           default '' (all)
 --            type    keep this content type, % wildcards     default '' (all)
 --            since   keep objects updated on or after        default '' (all)
 --            k       how many                                default 10
 -- To see the plan (the HNSW index scan): add -v explain=EXPLAIN
+\set ON_ERROR_STOP on
 \if :{?image} \else \set image IMG001.jpg \endif
 \if :{?prefix} \else \set prefix '' \endif
 \if :{?type} \else \set type '' \endif
@@ -22,9 +23,9 @@
 SET hnsw.iterative_scan = relaxed_order;
 :explain SELECT * FROM (
     SELECT i.image_id, o.content_type, o.updated_at,
-           i.embedding <-> (SELECT embedding FROM image_embeddings WHERE image_id = :'image') AS distance
+           i.embedding <-> (SELECT image_vector(:'image')) AS distance
     FROM image_embeddings i JOIN objects o ON o.locator = i.content
-    WHERE i.image_id != :'image'
+    WHERE i.content <> (SELECT image_locator(:'image'))
       AND (:'prefix' = '' OR starts_with(o.name, :'prefix'))
       AND (:'type' = '' OR o.content_type LIKE :'type')
       AND (:'since' = '' OR o.updated_at >= nullif(:'since', '')::timestamptz)

@@ -7,6 +7,7 @@
 -- Variables: max_distance  L2 distance under which two images count as duplicates   default 0.1
 --            neighbours    neighbours looked at per image                           default 5
 -- To see the plan (the HNSW index scan): add -v explain=EXPLAIN
+\set ON_ERROR_STOP on
 \if :{?max_distance} \else \set max_distance 0.1 \endif
 \if :{?neighbours} \else \set neighbours 5 \endif
 \if :{?explain} \else \set explain '' \endif

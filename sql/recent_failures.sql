@@ -3,6 +3,7 @@
 --   imgvec psql -v days=7 -f sql/recent_failures.sql
 --
 -- Variables: days  look back this many days   default 7
+\set ON_ERROR_STOP on
 \if :{?days} \else \set days 7 \endif
 SELECT f.last_failed_at, f.stage, s.name AS space, f.locator, f.reason, f.attempts
 FROM failures f LEFT JOIN embedding_spaces s ON s.space_id = f.space_id

@@ -3,6 +3,7 @@
 --   imgvec psql -v limit=20 -f sql/run_history.sql
 --
 -- Variables: limit  how many runs   default 20
+\set ON_ERROR_STOP on
 \if :{?limit} \else \set limit 20 \endif
 SELECT r.run_id, r.stage, r.status, r.started_at,
        r.finished_at - r.started_at AS took,

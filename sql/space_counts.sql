@@ -1,6 +1,7 @@
 -- Images and vectors per embedding space, with the default marked and each space's HNSW index.
 --
 --   imgvec psql -f sql/space_counts.sql
+\set ON_ERROR_STOP on
 SELECT s.space_id, s.name, s.dimension, s.is_default,
        count(e.object_id) AS vectors,
        (SELECT count(*) FROM objects WHERE deleted_at IS NULL) AS listed_images,

@@ -7,6 +7,7 @@
 -- Variables: text  a text saved in text_queries      default 'red car'
 --            k     how many                          default 10
 -- To see the plan (the HNSW index scan): add -v explain=EXPLAIN
+\set ON_ERROR_STOP on
 \if :{?text} \else \set text 'red car' \endif
 \if :{?k} \else \set k 10 \endif
 \if :{?explain} \else \set explain '' \endif

@@ -6,6 +6,7 @@ import inspect
 import json
 from typing import Annotated
 
+import click
 import typer
 
 from pipeline.cli.embed_cmd import build_backend, embed_command
@@ -18,14 +19,16 @@ BACKEND_PARAMS = [
 
 
 def with_backend_options(fn):
-    """Give a command every backend option of `embed` (one declaration, shared), handed to it as
-    a ready backend in the `model` argument."""
-    own = [p for p in inspect.signature(fn).parameters.values() if p.name != "model"]
+    """Give a command every backend option of `embed` (one declaration, shared), handed to it in
+    the `make_backend` argument: a function that builds the backend, so the command can refuse a
+    bad query before any backend (or model) is built."""
+    own = [p for p in inspect.signature(fn).parameters.values() if p.name != "make_backend"]
 
     @functools.wraps(fn)
     def command(**kwargs):
         options = {name: kwargs.pop(name) for name in list(kwargs) if name in _BACKEND_OPTIONS}
-        return fn(**kwargs, model=build_backend(options.pop("backend"), **options))
+        backend = options.pop("backend")
+        return fn(**kwargs, make_backend=functools.partial(build_backend, backend, **options))
 
     command.__signature__ = inspect.Signature(own + BACKEND_PARAMS)
     command.__annotations__ = {
@@ -40,28 +43,51 @@ def search_command(
     ctx: typer.Context,
     text: Annotated[str | None, typer.Argument(help='Words to search for, e.g. "red car".')] = None,
     image: Annotated[
-        str | None, typer.Option(help="An image to search by: a listed locator or name, or a file.")
+        str | None,
+        typer.Option(help="An image to search by: a listed name or full locator, or a file."),
     ] = None,
-    k: Annotated[int, typer.Option(help="How many images.")] = 10,
+    k: Annotated[int, typer.Option(min=1, help="How many images.")] = 10,
     min_score: Annotated[
-        float | None, typer.Option(help="Leave out matches scoring below this (0-1).")
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Leave out matches scoring below this (0-1)."),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Search one listed source only (its id, root, or the folder/URI listed); "
+            "names are then that source's. Default: every source."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    model=None,
+    make_backend=None,
 ) -> None:
-    """The images nearest to a text, an image, or both (hybrid), with distance and a 0-1 score."""
+    """The images nearest to a text, an image, or both (hybrid), with distance and a 0-1 score.
+
+    Example: imgvec search "red car" --k 5 --pretrained none
+    """
+    if not text and not image:
+        # Checked before the backend is built: a usage error loads no model.
+        raise click.UsageError("give a text to search for, an --image, or both", ctx=ctx)
     from pipeline.db import open_database
     from pipeline.search import search
 
+    model = make_backend()
+
     async def run():
         async with open_database(ctx.obj) as conn:
-            return await search(conn, model, text=text, image=image, k=k, min_score=min_score)
+            return await search(
+                conn, model, text=text, image=image, k=k, min_score=min_score, source=source
+            )
 
-    for match in asyncio.run(run()):
+    matches = asyncio.run(run())
+    for match in matches:
         if as_json:
             typer.echo(json.dumps(match.as_dict(), ensure_ascii=False))
         else:
             typer.echo(f"{match.distance:8.4f}  {match.score:6.4f}  {match.locator}")
+    if matches.why_empty:
+        # Stderr, so that stdout stays the answer (empty) for scripts; exit code 0.
+        typer.echo(f"imgvec: {matches.why_empty}", err=True)
 
 
 @with_backend_options
@@ -70,13 +96,14 @@ def text_embed_command(
     texts: Annotated[
         list[str] | None, typer.Argument(help="Texts to save; with none, embed the pending ones.")
     ] = None,
-    model=None,
+    make_backend=None,
 ) -> None:
     """Save texts for SQL search (table text_embeddings, view text_queries) and embed pending ones."""
     from pipeline.db import open_database
     from pipeline.search import save_text_queries
 
     settings: Settings = ctx.obj
+    model = make_backend()
 
     async def run():
         async with open_database(settings) as conn:
