@@ -34,6 +34,13 @@ class Settings(BaseSettings):
         default_factory=default_home,
         description="Where the embedded PostgreSQL keeps its data (IMGVEC_HOME).",
     )
+    database_name: str = Field(
+        default="imgvec",
+        min_length=1,
+        max_length=63,  # PostgreSQL's limit for a name
+        description="The embedded server's database (IMGVEC_DATABASE_NAME), created on first use; "
+        "`make demo` uses imgvec_demo, so its images never mix with yours. Ignored with DATABASE_URL.",
+    )
     connect_timeout: float = Field(
         default=15.0,
         description="Seconds to keep retrying a connection the server refuses for now "

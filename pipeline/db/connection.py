@@ -60,8 +60,9 @@ async def resolve_url(settings: Settings) -> str:
             url = "postgresql://" + rest
         return url
     status = await asyncio.to_thread(EmbeddedPostgres(settings.pgdata).start)
-    await _ensure_embedded_database(status.url("postgres"), settings.connect_timeout)
-    url = status.url()
+    database = settings.database_name
+    await _ensure_embedded_database(status.url("postgres"), settings.connect_timeout, database)
+    url = status.url(database)
     assert url is not None
     return url
 
@@ -183,17 +184,18 @@ def _cause(err: BaseException, attempt_timeout: float) -> str:
     return _describe(err)
 
 
-async def _ensure_embedded_database(admin_url: str | None, timeout: float) -> None:
+async def _ensure_embedded_database(
+    admin_url: str | None, timeout: float, database: str = EMBEDDED_DATABASE
+) -> None:
     """The embedded server keeps imgvec's tables in their own database, created on first use."""
     assert admin_url is not None
     conn = await connect(admin_url, timeout=timeout, register_vector=False)
     try:
-        exists = await conn.fetchval(
-            "SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE
-        )
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
             with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-                await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+                ident = '"' + database.replace('"', '""') + '"'
+                await conn.execute(f"CREATE DATABASE {ident}")
     finally:
         await conn.close()
 
