@@ -103,6 +103,8 @@ def step(what: str, *, stream=None) -> Iterator[None]:
     except BaseException:
         if stream.isatty():
             print(" failed", file=stream, flush=True)
+        else:
+            print(json.dumps({"step": what, "status": "failed"}), file=stream, flush=True)
         raise
     seconds = round(time.monotonic() - started, 1)
     if stream.isatty():

@@ -18,7 +18,6 @@ import typer
 
 from pipeline import __version__, interrupt
 from pipeline.errors import EXIT_FAILED, EXIT_TEMPFAIL, ImgvecError
-from pipeline.settings import Settings
 
 app = typer.Typer(
     name="imgvec",
@@ -52,13 +51,30 @@ def root(
     ] = False,
 ) -> None:
     overrides = {"database_url": database_url} if database_url else {}
-    ctx.obj = Settings(**overrides)
+    ctx.obj = LazySettings(overrides)
+
+
+class LazySettings:
+    """The Settings, read on first use: pydantic-settings alone takes ~0.15 s to import, and
+    `imgvec --help` or a usage error needs no settings at all."""
+
+    def __init__(self, overrides: dict) -> None:
+        self._overrides = overrides
+        self._settings = None
+
+    def __getattr__(self, name: str):
+        if self._settings is None:
+            from pipeline.settings import Settings
+
+            self._settings = Settings(**self._overrides)
+        return getattr(self._settings, name)
 
 
 from pipeline.cli import db as _db  # noqa: E402
 from pipeline.cli.embed_cmd import embed_command  # noqa: E402
 from pipeline.cli.list_cmd import list_command  # noqa: E402
 from pipeline.cli.load_cmd import index_command, load_command, run_command  # noqa: E402
+from pipeline.cli.models_cmd import models_command  # noqa: E402
 from pipeline.cli.search_cmd import search_command, text_embed_command  # noqa: E402
 
 app.command("list")(list_command)
@@ -68,6 +84,7 @@ app.command("index")(index_command)
 app.command("run")(run_command)
 app.command("search")(search_command)
 app.command("text-embed")(text_embed_command)
+app.command("models")(models_command)
 app.add_typer(_db.db_app, name="db")
 app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     _db.psql

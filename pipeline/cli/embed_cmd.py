@@ -3,11 +3,12 @@
 import asyncio
 import inspect
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.settings import Settings
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 class Backend(StrEnum):
@@ -120,7 +121,7 @@ def backend_from_options(options: dict):
     return build_backend(**backend_options)
 
 
-def run_embedding(settings: Settings, model_backend, **stage: object):
+def run_embedding(settings: "Settings", model_backend, **stage: object):
     from pipeline.embedding.stage import embed_work_dir
 
     return asyncio.run(embed_work_dir(backend=model_backend, settings=settings, **stage))

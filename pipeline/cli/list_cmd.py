@@ -1,13 +1,12 @@
 """`imgvec list SOURCE`: the list stage."""
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline.listing import list_source
-from pipeline.listing.filters import IMAGE_EXTENSIONS, ObjectFilter
-from pipeline.settings import Settings
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 def list_command(
@@ -61,7 +60,7 @@ def list_command(
 
 
 def run_listing(
-    settings: Settings,
+    settings: "Settings",
     source: str,
     *,
     work_dir,
@@ -72,6 +71,9 @@ def run_listing(
     page_size,
     db_batch_size,
 ):
+    from pipeline.listing import list_source
+    from pipeline.listing.filters import IMAGE_EXTENSIONS, ObjectFilter
+
     object_filter = ObjectFilter(
         extensions=frozenset() if all_types else IMAGE_EXTENSIONS,
         include=tuple(include or ()),

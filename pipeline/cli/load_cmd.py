@@ -2,7 +2,7 @@
 
 import asyncio
 import inspect
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,7 +14,9 @@ from pipeline.cli.embed_cmd import (
 )
 from pipeline.cli.list_cmd import list_command, run_listing
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 def load_command(
@@ -95,7 +97,7 @@ def index_command(
         typer.echo(f"{name}: {index}")
 
 
-def run_loading(settings: Settings, *, work_dir: str | None, index: bool = True):
+def run_loading(settings: "Settings", *, work_dir: str | None, index: bool = True):
     from pipeline.loading import load_work_dir
 
     return asyncio.run(
@@ -121,7 +123,7 @@ def run_command(ctx: typer.Context, **options) -> None:
     raise typer.Exit(embedding.exit_code)
 
 
-def _embed_pending_texts(settings: Settings, backend) -> list[str]:
+def _embed_pending_texts(settings: "Settings", backend) -> list[str]:
     """Texts analysts queued with INSERT INTO text_queries get their vectors with the nightly run."""
     from pipeline.db import open_database
     from pipeline.search import save_text_queries

@@ -89,11 +89,28 @@ async def embed_work_dir(
     settings = settings or Settings()
     work = WorkDir(work_dir)
     manifest = latest_manifest(work)
-    space = backend.space  # known without loading a model: nothing is loaded unless needed
+    with interrupt.graceful():  # a signal stops the work below, which then winds down itself
+        return await _embed(
+            work, manifest, backend, settings, force, retry_failed, part_size, read_workers
+        )
+
+
+async def _embed(
+    work: WorkDir,
+    manifest: str,
+    backend: EmbeddingBackend,
+    settings: Settings,
+    force: bool,
+    retry_failed: bool,
+    part_size: int,
+    read_workers: int,
+) -> EmbedResult:
+    space = backend.space
     folder = space_folder(space)
     async with open_database(settings) as conn, work_dir_lock(conn, work.spec, space.name):
         if not await conn.fetchval("SELECT 1 FROM embedding_spaces WHERE name = $1", space.name):
             await asyncio.to_thread(backend.check)  # a mistyped option must not create a space
+            interrupt.check()
         space_id = await register_space(conn, space)
         run_id = await start_run(conn, "embed", work.describe(manifest), space_id=space_id)
         result = EmbedResult(run_id, space.name, work.describe(manifest), backend=backend)
@@ -111,18 +128,17 @@ async def embed_work_dir(
             todo = _ToEmbed(work, manifest, index, retry_failed, force)
             todo.in_database = _in_database_lookup(conn, space_id, asyncio.get_running_loop())
             reader = ObjectReader(s3_endpoint_url=settings.s3_endpoint_url)
-            with interrupt.graceful():
-                await asyncio.to_thread(
-                    _embed_items,
-                    todo,
-                    backend,
-                    reader,
-                    writer,
-                    part_size,
-                    read_workers,
-                    result.counts,
-                    failures,
-                )
+            await asyncio.to_thread(
+                _embed_items,
+                todo,
+                backend,
+                reader,
+                writer,
+                part_size,
+                read_workers,
+                result.counts,
+                failures,
+            )
         except BaseException as err:
             result.parts = writer.published if writer else []
             with contextlib.suppress(Exception):

@@ -262,8 +262,9 @@ class _SpaceLoader:
             "CREATE TEMP TABLE IF NOT EXISTS load_batch "
             "(object_id bigint, embedding vector, content_hash text) ON COMMIT DELETE ROWS"
         )
-        progress = Progress("load", "vectors")
+        progress = Progress("load", "parts", total=len(todo))
         pending = None
+        vectors = 0
         try:
             # The next group is prepared (read, matched, encoded) while this one is written.
             if groups:
@@ -275,7 +276,8 @@ class _SpaceLoader:
                         self.prepare(groups[index + 1], space.dimension, sizes)
                     )
                 await self.write(group)
-                progress.advance(group.rows, space=space.name)
+                vectors += group.rows
+                progress.advance(len(group.parts), vectors=vectors, space=space.name)
             if not self.empty_at_start:
                 # On a first load every object with a loaded hash got its vector from the parts.
                 reused = await conn.execute(_REUSE_BY_HASH, self.space_id)

@@ -119,6 +119,8 @@ class _LoadedModel:
 
 
 def _load(model: str, weights: str | None, device: str, seed: int) -> _LoadedModel:
+    if weights is not None and not Path(weights).is_file():
+        clip_models.check_weights_available(model, weights)  # offline: fail before torch loads
     try:
         import open_clip
         import torch
@@ -129,8 +131,6 @@ def _load(model: str, weights: str | None, device: str, seed: int) -> _LoadedMod
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if weights is None:
         torch.manual_seed(seed)  # random weights, the same on every run and machine
-    elif not Path(weights).is_file():
-        clip_models.check_weights_available(model, weights)  # fail fast when offline
     precision = "fp16" if device.startswith("cuda") else "fp32"
     try:
         network, _, preprocess = open_clip.create_model_and_transforms(

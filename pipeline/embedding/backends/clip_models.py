@@ -8,6 +8,7 @@ lets a scheduled rerun with nothing to embed register its space and stop without
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib.util
 import json
@@ -19,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, UsageError
 
 REACHABLE_TIMEOUT = 3.0  # seconds to decide whether a weights host answers at all
 WAYS_ON = (
@@ -34,6 +35,67 @@ def _config_folder() -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+
+
+@cache
+def _pretrained_table() -> dict[str, dict[str, dict]] | None:
+    """open_clip's table of published weights ({model: {tag: {"url"|"hf_hub": ...}}}), read from
+    the source of `open_clip/pretrained.py` without running it (running it imports torch: seconds).
+    None when the file is not laid out as expected: callers then import open_clip instead."""
+    folder = _config_folder()
+
+    def tags(call: ast.expr) -> dict[str, dict]:  # dict(tag=_pcfg(hf_hub="...", ...), ...)
+        if not (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "dict"):
+            raise TypeError("not a dict(...) of weights")
+        return {
+            kw.arg: {
+                k.arg: k.value.value for k in kw.value.keywords if isinstance(k.value, ast.Constant)
+            }
+            for kw in call.keywords
+            if isinstance(kw.value, ast.Call)
+        }
+
+    try:
+        tree = ast.parse((folder.parent / "pretrained.py").read_text(encoding="utf-8"))
+        named: dict[str, dict] = {}
+        table = None
+        for node in tree.body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                continue
+            target = node.targets[0]
+            if not isinstance(target, ast.Name):
+                continue
+            if target.id == "_PRETRAINED" and isinstance(node.value, ast.Dict):
+                table = {
+                    key.value: named[value.id] if isinstance(value, ast.Name) else tags(value)
+                    for key, value in zip(node.value.keys, node.value.values, strict=True)
+                }
+            elif isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "dict":
+                named[target.id] = tags(node.value)
+    except (OSError, SyntaxError, AttributeError, KeyError, TypeError):
+        return None
+    if not table:
+        return None
+    # As open_clip does after its table: "<model>-quickgelu" offers the tags trained with QuickGELU.
+    for model, weights in list(table.items()):
+        quick = {tag: config for tag, config in weights.items() if config.get("quick_gelu")}
+        if quick:
+            table[f"{model}-quickgelu"] = quick
+    return table
+
+
+def _pretrained_config(model: str, tag: str) -> tuple[dict, list[str]]:
+    """(the weights' config, the model's known tags), torch-free when the table can be read."""
+    clean = tag.lower().replace("-", "_")  # open_clip's own normalisation of tags
+    table = _pretrained_table()
+    if table is not None and model in table:
+        known = table.get(model, {})
+        return known.get(clean, {}), list(known)
+    from open_clip import pretrained
+
+    return pretrained.get_pretrained_cfg(model, tag), pretrained.list_pretrained_tags_by_model(
+        model
+    )
 
 
 def model_names() -> list[str]:
@@ -53,7 +115,7 @@ def embedding_dimension(model: str) -> int | None:
     names = model_names()
     if model not in names:
         close = difflib.get_close_matches(model, names, n=3, cutoff=0.5)
-        raise ConfigError(
+        raise UsageError(
             f"unknown CLIP model {model!r}"
             + (f"; did you mean {', '.join(close)}?" if close else ""),
             hint="`imgvec models` lists the models and their pretrained weights",
@@ -70,13 +132,10 @@ def check_weights_available(model: str, tag: str) -> None:
     the host once, with a short timeout, and looks in the cache itself. With no network but a warm
     cache it switches huggingface_hub to offline mode for this process, so nothing is retried.
     """
-    from open_clip import pretrained  # imports torch: called only when the model is needed
-
-    config = pretrained.get_pretrained_cfg(model, tag)
+    config, known = _pretrained_config(model, tag)
     if not config:
-        known = pretrained.list_pretrained_tags_by_model(model)
         close = difflib.get_close_matches(tag, known, n=3, cutoff=0.5)
-        raise ConfigError(
+        raise UsageError(
             f"no pretrained weights {tag!r} for CLIP model {model}"
             + (f"; did you mean {', '.join(close)}?" if close else "")
             + (
@@ -86,7 +145,7 @@ def check_weights_available(model: str, tag: str) -> None:
             ),
             hint="`imgvec models` lists the weights of each model; or " + WAYS_ON,
         )
-    if config.get("hf_hub") and pretrained.has_hf_hub():
+    if config.get("hf_hub") and importlib.util.find_spec("huggingface_hub") is not None:
         cached, where, url = _hf_cached(config["hf_hub"])
     else:
         url = config.get("url", "")
@@ -109,14 +168,16 @@ def check_weights_available(model: str, tag: str) -> None:
 def _hf_cached(hf_hub: str) -> tuple[bool, str, str]:
     """(cached?, the cache folder, the hub's URL) for an open_clip `hf_hub` entry."""
     from huggingface_hub import constants, try_to_load_from_cache
-    from open_clip import pretrained
-    from open_clip.constants import HF_WEIGHTS_NAME
 
     # open_clip's own reading: 'org/name/file', or 'org/name/' for its default file, and it
     # prefers a .safetensors twin when there is one.
     repo_id, filename = os.path.split(hf_hub)
-    filename = filename or HF_WEIGHTS_NAME
-    names = [*pretrained._get_safe_alternatives(filename), filename]
+    filename = filename or "open_clip_pytorch_model.bin"
+    names = [filename]
+    if filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    if filename == "open_clip_pytorch_model.bin":
+        names.insert(0, "open_clip_model.safetensors")
     cached = any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in names)
     return cached, constants.HF_HUB_CACHE, constants.ENDPOINT
 
@@ -153,3 +214,13 @@ def _reachable(url: str) -> bool:
         return False
     finally:
         pool.shutdown(wait=False)
+
+
+def pretrained_tags() -> dict[str, list[str]]:
+    """Published weights per architecture, as open_clip knows them (imports open_clip)."""
+    from open_clip import pretrained
+
+    tags: dict[str, list[str]] = {}
+    for model, tag in pretrained.list_pretrained():
+        tags.setdefault(model, []).append(tag)
+    return tags

@@ -5,7 +5,9 @@ API requires; a client-side rate limit fills the quota, and quota errors are ret
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
+import threading
 
 import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -14,7 +16,7 @@ from pipeline.db.spaces import EmbeddingSpace
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
 from pipeline.embedding.images import BadImage, decode_image
 from pipeline.embedding.ratelimit import RateLimiter
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, UsageError
 
 MODEL = "multimodalembedding@001"
 DIMENSIONS = (128, 256, 512, 1408)
@@ -43,19 +45,20 @@ class VertexBackend(EmbeddingBackend):
         backoff: float = 0.5,
     ) -> None:
         if dimension not in DIMENSIONS:
-            raise ConfigError(
+            raise UsageError(
                 f"--dimension must be one of {', '.join(map(str, DIMENSIONS))}, not {dimension}"
             )
+        if transport not in ("rest", "grpc"):
+            raise UsageError(f"--transport must be rest or grpc, not {transport!r}")
         try:
             from google.api_core import exceptions
-            from google.cloud.aiplatform_v1.services.prediction_service import (
-                PredictionServiceClient,
-            )
         except ImportError:
+            exceptions = None
+        if exceptions is None or importlib.util.find_spec("google.cloud.aiplatform_v1") is None:
             raise ConfigError(
                 "the vertex backend needs google-cloud-aiplatform",
                 hint="pip install 'imgvec[vertex]'",
-            ) from None
+            )
         if project is None:
             project = _default_project()
         self.exceptions = exceptions
@@ -65,15 +68,11 @@ class VertexBackend(EmbeddingBackend):
         self.request_timeout = request_timeout
         self.retry_deadline = retry_deadline
         self.backoff = backoff
-        endpoint = api_endpoint or f"{location}-aiplatform.googleapis.com"
-        if endpoint.startswith("http://"):
-            # A local stand-in (tests, emulators) takes no credentials.
-            from google.auth.credentials import AnonymousCredentials
-
-            credentials = credentials or AnonymousCredentials()
-        self.client = PredictionServiceClient(
-            credentials=credentials, transport=transport, client_options={"api_endpoint": endpoint}
-        )
+        self._endpoint = api_endpoint or f"{location}-aiplatform.googleapis.com"
+        self._transport = transport
+        self._credentials = credentials
+        self._client = None
+        self._client_lock = threading.Lock()
         self.model_path = (
             f"projects/{project}/locations/{location}/publishers/google/models/{MODEL}"
         )
@@ -87,6 +86,29 @@ class VertexBackend(EmbeddingBackend):
             exceptions.GatewayTimeout,
             ConnectionError,
         )
+
+    @property
+    def client(self):
+        """The gapic client, made on first use: importing it takes a second or two, which a
+        rerun with nothing to embed should not pay."""
+        with self._client_lock:
+            if self._client is None:
+                from google.cloud.aiplatform_v1.services.prediction_service import (
+                    PredictionServiceClient,
+                )
+
+                credentials = self._credentials
+                if self._endpoint.startswith("http://"):
+                    # A local stand-in (tests, emulators) takes no credentials.
+                    from google.auth.credentials import AnonymousCredentials
+
+                    credentials = credentials or AnonymousCredentials()
+                self._client = PredictionServiceClient(
+                    credentials=credentials,
+                    transport=self._transport,
+                    client_options={"api_endpoint": self._endpoint},
+                )
+            return self._client
 
     @property
     def space(self) -> EmbeddingSpace:
