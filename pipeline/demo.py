@@ -1,6 +1,6 @@
 """`make demo`: a small generated image set (coloured shapes and rendered words, nothing
-downloaded), run through `imgvec run` with CLIP on the embedded database, then the classic
-image-to-image query in psql.
+downloaded), run through `imgvec run` with CLIP on the embedded server's own demo database
+(imgvec_demo: the demo's images never mix with yours), then the classic image-to-image query in psql.
 
     python -m pipeline.demo [--pretrained TAG|PATH|none] [--folder DIR]
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -51,9 +52,38 @@ def make_images(folder: Path) -> list[str]:
     return names
 
 
+DEMO_DATABASE = "imgvec_demo"
+DEMO_ENV = {"IMGVEC_DATABASE_NAME": DEMO_DATABASE}
+
+
 def imgvec(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    print("$ imgvec " + " ".join(args), flush=True)
+    print("$ " + command_line(*args), flush=True)
     return subprocess.run([sys.executable, "-m", "pipeline", *args], check=check)
+
+
+def command_line(*args: str) -> str:
+    """The command as a user pastes it into a shell: quoted, with the demo's database setting."""
+    settings = " ".join(f"{name}={shlex.quote(value)}" for name, value in DEMO_ENV.items())
+    return f"{settings} {shlex.join([*_imgvec_executable(), *args])}"
+
+
+def _imgvec_executable() -> list[str]:
+    script = Path(sys.executable).parent / "imgvec"
+    if not script.exists():
+        return [sys.executable, "-m", "pipeline"]
+    try:
+        return [str(script.relative_to(Path.cwd()))]  # .venv/bin/imgvec from the checkout
+    except ValueError:
+        return [str(script)]
+
+
+def use_demo_database() -> None:
+    """The embedded server's own demo database, whatever DATABASE_URL says: the demo's 16 images
+    must not join (and clash by name with) a user's images."""
+    for name in ("DATABASE_URL", "IMGVEC_DATABASE_URL"):
+        if os.environ.pop(name, None) is not None:
+            print(f"(the demo ignores {name}: it uses the embedded server's {DEMO_DATABASE})")
+    os.environ.update(DEMO_ENV)
 
 
 def main() -> None:
@@ -65,6 +95,7 @@ def main() -> None:
     parser.add_argument("--work-dir", default="demo-work")
     args = parser.parse_args()
 
+    use_demo_database()
     names = make_images(Path(args.folder))
     print(f"made {len(names)} images in {args.folder}/")
     pretrained = args.pretrained
