@@ -72,6 +72,7 @@ class LazySettings:
 
 from pipeline.cli import db as _db  # noqa: E402
 from pipeline.cli.embed_cmd import embed_command  # noqa: E402
+from pipeline.cli.help import plain_help  # noqa: E402
 from pipeline.cli.list_cmd import list_command  # noqa: E402
 from pipeline.cli.load_cmd import index_command, load_command, run_command  # noqa: E402
 from pipeline.cli.models_cmd import models_command  # noqa: E402
@@ -89,6 +90,7 @@ app.add_typer(_db.db_app, name="db")
 app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     _db.psql
 )
+plain_help(app)  # last: it rewrites the help of every command registered above
 
 
 def main() -> None:

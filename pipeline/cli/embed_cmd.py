@@ -88,7 +88,11 @@ def embed_command(
     ] = 16,
 ) -> None:
     """Embed the images of the latest manifest, writing CSV parts; rerun to resume.
-    Exit code 3: finished, but some images failed (see the failures table)."""
+
+    Exit code 3: finished, but some images failed (see the failures table).
+
+    Example: imgvec embed --backend vertex --dimension 512 --project my-project
+    """
     options = dict(locals())  # the parameters, as given
     del options["ctx"]
     from pipeline.embedding.stage import latest_manifest

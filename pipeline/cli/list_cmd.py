@@ -44,7 +44,10 @@ def list_command(
         int, typer.Option(help="Objects per database batch and progress line.")
     ] = 5000,
 ) -> None:
-    """List a source's images, noting what is new, changed or deleted since the last run."""
+    """List a source's images, noting what is new, changed or deleted since the last run.
+
+    Example: imgvec list gs://photos/2026/ --work-dir gs://my-bucket/imgvec-work
+    """
     result = run_listing(
         ctx.obj,
         source,

@@ -32,7 +32,10 @@ def load_command(
         typer.Option("--index/--no-index", help="Build each space's HNSW index after loading."),
     ] = True,
 ) -> None:
-    """Load the CSV parts of every space into PostgreSQL (exactly once), then index and ANALYZE."""
+    """Load the CSV parts of every space into PostgreSQL (exactly once), then index and ANALYZE.
+
+    Example: imgvec load --work-dir ./imgvec-work
+    """
     result = run_loading(ctx.obj, work_dir=work_dir, index=index)
     typer.echo(f"loaded: {result.summary()}")
 
@@ -59,7 +62,10 @@ def index_command(
         str, typer.Option(help="Memory for the build, e.g. 1GB.")
     ] = "1GB",
 ) -> None:
-    """Build (or with --rebuild, rebuild) HNSW indexes, e.g. to tune m and ef_construction."""
+    """Build (or with --rebuild, rebuild) HNSW indexes, e.g. to tune m and ef_construction.
+
+    Example: imgvec index --rebuild --m 24 --ef-construction 128
+    """
     from pipeline.db import open_database, resolve_url
     from pipeline.loading.indexing import build_index
 
@@ -107,7 +113,11 @@ def run_loading(settings: "Settings", *, work_dir: str | None, index: bool = Tru
 
 def run_command(ctx: typer.Context, **options) -> None:
     """List SOURCE, embed what is new or changed, load and index: the nightly job's one command.
-    Idempotent and resumable: rerun it after any failure. Exit code 3: finished with failures."""
+
+    Idempotent and resumable: rerun it after any failure. Exit code 3: finished with failures.
+
+    Example: imgvec run gs://photos/2026/ --backend vertex --dimension 512
+    """
     settings: Settings = ctx.obj
     options["work_dir"] = options["work_dir"] or settings.work_dir
     model_backend = backend_from_options(options)  # a wrong option fails before the listing

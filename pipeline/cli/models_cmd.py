@@ -13,8 +13,10 @@ def models_command(
         typer.Option("--all", help="Also list CLIP architectures that have no published weights."),
     ] = False,
 ) -> None:
-    """List the embedding models: CLIP architectures (--model) with their pretrained weights
-    (--pretrained), and Vertex AI's model with its dimensions (--dimension).
+    """List the embedding models, their dimensions and their weights.
+
+    CLIP architectures (--model) with their pretrained weights (--pretrained), and Vertex AI's
+    model with its dimensions (--dimension).
 
     Example: imgvec models | grep ViT-B
     """

@@ -4,13 +4,15 @@ import asyncio
 import functools
 import inspect
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
 
 from pipeline.cli.embed_cmd import build_backend, embed_command
-from pipeline.settings import Settings
+
+if TYPE_CHECKING:  # pydantic-settings is imported when a command reads its settings
+    from pipeline.settings import Settings
 
 _BACKEND_OPTIONS = set(inspect.signature(build_backend).parameters) | {"backend"}
 BACKEND_PARAMS = [
@@ -98,7 +100,10 @@ def text_embed_command(
     ] = None,
     make_backend=None,
 ) -> None:
-    """Save texts for SQL search (table text_embeddings, view text_queries) and embed pending ones."""
+    """Save texts for SQL search (table text_embeddings, view text_queries) and embed pending ones.
+
+    Example: imgvec text-embed "damaged package" "red car"
+    """
     from pipeline.db import open_database
     from pipeline.search import save_text_queries
 

@@ -1,0 +1,30 @@
+"""Every command's --help reads as a manual page: an example, and plain value names (TEXT,
+INTEGER...) where typer would show Python types (<str>, <bool>, <list[str]>)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import run_imgvec
+
+COMMANDS = [
+    ["list"], ["embed"], ["load"], ["index"], ["run"], ["search"], ["text-embed"], ["models"],
+    ["psql"], ["db", "start"], ["db", "stop"], ["db", "status"], ["db", "url"], ["db", "upgrade"],
+    ["db", "grant-reader"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_has_an_example_and_plain_type_names(command):
+    page = run_imgvec(*command, "--help", env={"COLUMNS": "120"}).stdout
+    assert "Example: " in page
+    python_types = re.findall(r"<(?:str|int|bool|float|list\[[a-z]+\]|Path)>", page)
+    assert not python_types, python_types
+
+
+def test_every_command_is_covered():
+    page = run_imgvec("--help", env={"COLUMNS": "120"}).stdout
+    listed = set(re.findall(r"^│ ([a-z][a-z-]+) ", page, flags=re.M))
+    assert listed - {"db"} == {c[0] for c in COMMANDS if len(c) == 1}
