@@ -180,7 +180,7 @@ BEGIN
         RAISE EXCEPTION 'k must be at least 1, not %', coalesce(k::text, 'NULL');
     END IF;
     query_locator := image_locator(image);
-    query_vector := image_vector(query_locator, space);
+    query_vector := image_vector(image, space);  -- (the name as given, for its messages)
     -- The cast to the space's dimension is what lets the space's HNSW index serve the ORDER BY.
     RETURN QUERY EXECUTE format($q$
         SELECT name, locator, distance, image_score(distance) FROM (

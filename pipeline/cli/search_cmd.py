@@ -6,7 +6,6 @@ import inspect
 import json
 from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 
 from pipeline.cli.embed_cmd import build_backend, embed_command
@@ -69,7 +68,9 @@ def search_command(
     """
     if not text and not image:
         # Checked before the backend is built: a usage error loads no model.
-        raise click.UsageError("give a text to search for, an --image, or both", ctx=ctx)
+        raise typer.BadParameter(
+            "give a text to search for, an --image, or both", ctx=ctx, param_hint="TEXT / --image"
+        )
     from pipeline.db import open_database
     from pipeline.search import search
 
