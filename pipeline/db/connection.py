@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import ssl
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
-from sqlalchemy.engine import make_url
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from pipeline.db.embedded import EMBEDDED_DATABASE, EmbeddedPostgres
@@ -42,12 +43,31 @@ _NOBODY_THERE = (
 _TCP_ATTEMPT_TIMEOUT = 3.0
 
 
+# URLs are read with urllib rather than SQLAlchemy's make_url, whose import (~0.15 s) every
+# command would pay before its first query.
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and messages."""
+    """The URL with any password (user:PASSWORD@ or ?password=) replaced by ***, for messages."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: say nothing of it rather than leak it
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, hostinfo = netloc.rpartition("@")
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostinfo}"
+        query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+        # (Not urlunsplit: it drops the empty host of postgresql:///db?host=/socket/dir.)
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    except ValueError:  # not parseable: say nothing of it rather than leak it
         return "<unparseable database URL>"
+
+
+def _url_parts(url: str) -> tuple[str | None, str | None, dict[str, list[str]]]:
+    """(host, port, query) of a libpq-style URL; ValueError when it cannot be read."""
+    parts = urlsplit(url)
+    port = parts.port  # raises ValueError for a port that is not a number
+    host = unquote(parts.hostname) if parts.hostname else None
+    return host, None if port is None else str(port), parse_qs(parts.query)
 
 
 async def resolve_url(settings: Settings) -> str:
@@ -147,23 +167,21 @@ def _is_unix_socket(url: str) -> bool:
 
 def _host(url: str) -> str | None:
     try:
-        parsed = make_url(url)
-    except Exception:
+        host, _, query = _url_parts(url)
+    except ValueError:
         return None
-    host = parsed.host or parsed.query.get("host") or os.environ.get("PGHOST")
-    if isinstance(host, tuple):  # ?host=a&host=b
-        host = host[0]
+    host = host or (query.get("host") or [None])[0] or os.environ.get("PGHOST")  # ?host=a&host=b
     return host or None
 
 
 def _where(url: str) -> str:
     """Where the connection went, for the message: host and port, or the socket's folder."""
     try:
-        parsed = make_url(url)
-    except Exception:
+        _, port, query = _url_parts(url)
+    except ValueError:
         return mask_url(url)
     host = _host(url)
-    port = parsed.port or parsed.query.get("port") or os.environ.get("PGPORT") or 5432
+    port = port or (query.get("port") or [None])[0] or os.environ.get("PGPORT") or 5432
     if host is None:
         return f"the default socket directory, port {port}"
     if host.startswith("/"):

@@ -5,15 +5,18 @@ asyncpg carries the data; SQLAlchemy (on the same asyncpg driver) is only here t
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
-
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from typing import TYPE_CHECKING
 
 import pipeline
+
+# Alembic and SQLAlchemy's engine are imported only to migrate: every command opens the database,
+# and checking that the schema is current needs neither (they cost ~0.2 s a process).
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -36,12 +39,35 @@ def migrations_dir() -> Path:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     return config
 
 
+@functools.cache
 def head_revision() -> str:
+    """The newest revision, read from the migration files' `revision` / `down_revision` lines
+    (Alembic's own reading imports every migration: that is left for when one must run)."""
+    revisions, parents = set(), set()
+    for path in migrations_dir().joinpath("versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revisions.update(_REVISION.findall(text))
+        parents.update(_DOWN_REVISION.findall(text))
+    heads = revisions - parents
+    if len(heads) == 1:
+        return heads.pop()
+    return _alembic_head()  # not laid out as expected: ask Alembic
+
+
+_REVISION = re.compile(r"^revision(?:: str)? = [\"']([^\"']+)[\"']", re.M)
+_DOWN_REVISION = re.compile(r"^down_revision(?:: [^=]+)? = [\"']([^\"']+)[\"']", re.M)
+
+
+def _alembic_head() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -50,6 +76,9 @@ def head_revision() -> str:
 def async_engine(url: str) -> AsyncEngine:
     """An engine whose connections come from `pipeline.db.connection.connect` (same retries,
     same URL handling, unix sockets included)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
     from pipeline.db.connection import connect
 
     async def creator():
@@ -59,10 +88,14 @@ def async_engine(url: str) -> AsyncEngine:
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
     await _run(url, command.upgrade, revision)
 
 
 async def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
     await _run(url, command.downgrade, revision)
 
 
