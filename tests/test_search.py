@@ -17,7 +17,7 @@ from pipeline.listing import list_source
 from pipeline.loading import load_work_dir
 from pipeline.search import save_text_queries, score, search
 from pipeline.settings import Settings
-from tests.conftest import run_imgvec
+from tests.conftest import create_database, drop_database, run_imgvec
 from tests.images import encode, photo, write_images
 
 pytest.importorskip("open_clip")
@@ -91,8 +91,24 @@ async def test_image_and_hybrid_search(loaded, clip, tmp_path):
         by_file = await search(conn, clip, image=str(outside), k=1)
         assert by_file[0].name == "img03.png" and by_file[0].score > 0.999
 
-        hybrid = await search(conn, clip, text="a photo", image="img03.png", k=20, min_score=0.5)
-        assert hybrid and all(m.score >= 0.5 for m in hybrid)
+
+async def test_hybrid_ranks_by_the_mean_of_the_text_and_image_vectors(loaded, clip):
+    async with open_database(loaded) as conn:
+        stored = await conn.fetchval(
+            "SELECT e.embedding FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img03.png'"
+        )
+        text_vector = next(clip.embed_texts(["a photo"]))
+        mean = (stored.to_numpy() + text_vector) / 2
+        expected = [
+            n for n in await brute_force(conn, mean / np.linalg.norm(mean)) if n != "img03.png"
+        ]
+        by_image = [m.name for m in await search(conn, clip, image="img03.png", k=19)]
+        assert expected != by_image  # (else the test could not tell hybrid from image search)
+        hybrid = await search(conn, clip, text="a photo", image="img03.png", k=19)
+        assert [m.name for m in hybrid] == expected
+        cut = hybrid[8].score
+        above = await search(conn, clip, text="a photo", image="img03.png", k=19, min_score=cut)
+        assert [m.name for m in above] == expected[:9] and all(m.score >= cut for m in above)
 
 
 def test_cli_search_json(loaded):
@@ -174,7 +190,7 @@ async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(
     counts = psql(loaded, "space_counts.sql")
     assert counts[0][4] == "20" and counts[0][6] == "embeddings_space_1_hnsw_l2"
     assert len(psql(loaded, "run_history.sql", limit=10)) == 3  # list, embed, load
-    psql(loaded, "recent_failures.sql", days=1)
+    assert psql(loaded, "recent_failures.sql", days=1) == []  # nothing failed
     assert psql(loaded, "near_duplicates.sql", max_distance=0.0001) == []
 
 
@@ -239,3 +255,46 @@ async def test_near_duplicates_finds_a_re_encoded_copy(tmp_path, fresh_url, imgv
         settings, "near_duplicates.sql", max_distance=(distances[0][0] + distances[1][0]) / 2
     )
     assert [(a, b) for a, b, *_ in pairs] == [("img03-copy.jpg", "img03.png")]
+
+
+async def test_recent_failures_says_what_failed_and_why(loaded, clip, tmp_path):
+    images = tmp_path / "images"
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    work = str(tmp_path / "work")
+    await list_source(str(images), work_dir=work, settings=loaded)
+    await embed_work_dir(work_dir=work, backend=clip, settings=loaded)
+    async with open_database(loaded) as conn:
+        reason = await conn.fetchval("SELECT reason FROM failures")
+    [row] = psql(loaded, "recent_failures.sql", days=1)
+    _, stage, space, locator, said, attempts = row
+    assert (stage, space, locator, said, attempts) == (
+        "embed",
+        clip.space.name,
+        f"file://{(images / 'broken.png').resolve()}",
+        reason,
+        "1",
+    )
+
+
+async def test_empty_answers_say_why_on_stderr(loaded, server_url, imgvec_home):
+    def imgvec_search(settings, *args):
+        env = {"DATABASE_URL": settings.database_url.get_secret_value()}  # (blocks: fine here)
+        result = run_imgvec("search", *args, "--pretrained", "none", env=env)
+        # One line says why (other stderr lines are progress: the model load, as JSON steps).
+        [why] = [line for line in result.stderr.splitlines() if line.startswith("imgvec:")]
+        assert result.stdout == "", result.stdout
+        return why
+
+    space = "clip/ViT-B-32/none-seed0/512"
+    name, empty_url = await create_database(server_url)  # (`loaded` has the test's fresh one)
+    try:
+        empty = Settings(home=imgvec_home, database_url=empty_url)
+        said = imgvec_search(empty, "red car")
+    finally:
+        await drop_database(server_url, name)
+    assert f"nothing loaded in space {space}: run `imgvec run SOURCE`" in said
+    other = imgvec_search(loaded, "red car", "--model", "RN50")
+    assert "nothing loaded in space clip/RN50/none-seed0/1024" in other
+    assert f"(spaces with vectors: {space})" in other
+    best = imgvec_search(loaded, "red car", "--min-score", "0.9999")
+    assert "no result scores at least 0.9999; the best was 0." in best
