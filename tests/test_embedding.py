@@ -363,3 +363,25 @@ async def test_parts_can_live_in_a_gcs_work_dir(tmp_path, settings, gcs, clip):
         reloaded.counts["replaced"],
         reloaded.counts["parts_parsed_from_csv"],
     ) == (3, 3, 1)
+
+
+def test_run_checks_the_backend_configuration_before_listing(tmp_path, fresh_url):
+    write_images(tmp_path / "images", {"a.png": encode(photo(1), "PNG")})
+    env = dict(os.environ) | {"DATABASE_URL": fresh_url}
+    for variable in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"):
+        env.pop(variable, None)
+    work = tmp_path / "work"
+    result = subprocess.run(
+        [*IMGVEC, "run", str(tmp_path / "images"), "--work-dir", str(work), "--backend", "vertex"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "no Google Cloud project" in result.stderr
+    assert not work.exists()  # before: the whole source was listed first
+    typo = run_imgvec(
+        "run", str(tmp_path / "images"), "--work-dir", str(work), "--backend", "vertex",
+        "--project", "p", "--dimension", "500", env={"DATABASE_URL": fresh_url}, check=False,
+    )  # fmt: skip
+    assert typo.returncode == 2 and "128, 256, 512, 1408" in typo.stderr and not work.exists()

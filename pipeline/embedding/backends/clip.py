@@ -3,7 +3,9 @@ made, never by `import pipeline` nor by building the backend."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,9 +135,10 @@ def _load(model: str, weights: str | None, device: str, seed: int) -> _LoadedMod
         torch.manual_seed(seed)  # random weights, the same on every run and machine
     precision = "fp16" if device.startswith("cuda") else "fp32"
     try:
-        network, _, preprocess = open_clip.create_model_and_transforms(
-            model, pretrained=weights, device=device, precision=precision
-        )
+        with _quiet_random_weights():
+            network, _, preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=weights, device=device, precision=precision
+            )
     except Exception as err:  # hub download failures come as many kinds
         raise _weights_error(model, weights, err) from None
     network.eval()
@@ -143,6 +146,22 @@ def _load(model: str, weights: str | None, device: str, seed: int) -> _LoadedMod
     with torch.no_grad():
         dimension = int(network.encode_text(tokenizer(["x"]).to(device)).shape[-1])
     return _LoadedModel(torch, network, preprocess, tokenizer, device, dimension)
+
+
+@contextlib.contextmanager
+def _quiet_random_weights():
+    """open_clip warns on the root logger that random weights are random: asked for with
+    --pretrained none, that is no news, and it broke the step line on a terminal."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _resolve_pretrained(pretrained: str, seed: int) -> tuple[str | None, str]:
