@@ -21,13 +21,15 @@ async def open_database(settings: Settings | None = None) -> AsyncIterator[async
     """A connection to imgvec's database, migrated to the latest schema, pgvector codec on."""
     settings = settings or Settings()
     url = await resolve_url(settings)
-    conn = await connect(url, timeout=settings.connect_timeout, register_vector=False)
+    # The codec is registered with the connection, retried as one with it (a server restarting can
+    # cut either); on a database not yet migrated there is no vector type to register yet.
+    conn = await connect(url, timeout=settings.connect_timeout, register_vector=True)
     try:
         await check_server(conn, url)
-        await ensure_schema(url, conn)
-        from pgvector.asyncpg import register_vector
+        if await ensure_schema(url, conn):
+            from pgvector.asyncpg import register_vector
 
-        await register_vector(conn)
+            await register_vector(conn)  # again: the migration may have created the extension
         yield conn
     finally:
         await conn.close()
