@@ -199,14 +199,14 @@ class _ToEmbed:
         with self.work.open_text(self.manifest) as fh:
             chunks = pd.read_csv(
                 fh,
-                usecols=["locator", "content_hash", "status"],
+                usecols=["locator", "content_hash", "status", "size"],
                 dtype="string",
                 keep_default_na=False,
                 chunksize=10_000,
             )
             for chunk in chunks:
                 wanted = []
-                for locator, content_hash, status in chunk.itertuples(index=False):
+                for locator, content_hash, status, size in chunk.itertuples(index=False):
                     if status in ("deleted", "skipped"):
                         continue
                     key = content_key(locator, content_hash or None)
@@ -218,7 +218,13 @@ class _ToEmbed:
                         counts["known_failures"] += 1
                     else:
                         seen.add(key)
-                        wanted.append(ImageItem(locator, content_hash=content_hash or None))
+                        wanted.append(
+                            ImageItem(
+                                locator,
+                                content_hash=content_hash or None,
+                                size=int(size) if size else None,
+                            )
+                        )
                 stored = set()
                 if not self.force and self.in_database is not None:
                     stored = self.in_database([i.content_hash for i in wanted if i.content_hash])
@@ -248,7 +254,7 @@ def _embed_items(
             item.source = item.locator  # the service reads it from GCS itself
             return item
         try:
-            data = reader.read(item.locator)
+            data = reader.read(item.locator, size=item.size)
             image = decode_image(data)
             item.source = backend.prepare(image) if backend.input_kind == "image" else data
         except BadImage as err:

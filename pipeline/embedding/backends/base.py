@@ -25,6 +25,7 @@ class ImageItem:
     locator: str
     source: Any = None
     content_hash: str | None = None
+    size: int | None = None  # as listed: an object over the cap fails before it is fetched
 
 
 class ItemFailure(Exception):
