@@ -206,7 +206,9 @@ class _ToEmbed:
             )
             for chunk in chunks:
                 wanted = []
-                for locator, content_hash, status, size in chunk.itertuples(index=False):
+                # (usecols keeps the file's column order: name the order wanted)
+                columns = chunk[["locator", "content_hash", "status", "size"]]
+                for locator, content_hash, status, size in columns.itertuples(index=False):
                     if status in ("deleted", "skipped"):
                         continue
                     key = content_key(locator, content_hash or None)
