@@ -260,3 +260,14 @@ async def test_the_migration_gives_existing_objects_their_sources(fresh_url):
         assert await conn.fetchval("SELECT to_regclass('sources')") is None
     finally:
         await conn.close()
+
+
+def test_db_default_source_switches_the_view(two_sources):
+    settings, a, b = two_sources
+    env = {"DATABASE_URL": settings.database_url.get_secret_value()}
+    switched = run_imgvec("db", "default-source", str(b), env=env)
+    assert f"file://{b}/" in switched.stdout
+    view = run_imgvec("psql", "-A", "-t", "-c", "SELECT image_id FROM image_embeddings", env=env)
+    assert sorted(view.stdout.split()) == sorted(B_NAMES)
+    unknown = run_imgvec("db", "default-source", "gs://nowhere/", env=env, check=False)
+    assert unknown.returncode == 1 and "no source" in unknown.stderr and str(a) in unknown.stderr

@@ -73,7 +73,7 @@ def status(
     if settings.embedded:
         server = EmbeddedPostgres(settings.pgdata).status()
         info |= {"running": server.running, "pgdata": str(server.pgdata), "pid": server.pid}
-        url = server.url()
+        url = server.url(settings.database_name)
     else:
         url = asyncio.run(resolve_url(settings))
         info["running"] = True
@@ -121,6 +121,27 @@ def upgrade(ctx: typer.Context) -> None:
     Example: DATABASE_URL=postgresql://imgvec@db.internal/imgvec imgvec db upgrade
     """
     typer.echo(f"schema at {asyncio.run(_migrated_revision(ctx.obj))}")
+
+
+@db_app.command("default-source")
+def default_source(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="the source: its id, its root, or as listed")],
+) -> None:
+    """Show SOURCE's images behind the view image_embeddings (names are unique per source).
+
+    Example: imgvec db default-source gs://photos/2026/
+    """
+    root = asyncio.run(_set_default_source(ctx.obj, source))
+    typer.echo(f"image_embeddings now shows {root}")
+
+
+async def _set_default_source(settings: Settings, source: str) -> str:
+    from pipeline.db import open_database
+    from pipeline.listing.registry import set_default_source
+
+    async with open_database(settings) as conn:
+        return await set_default_source(conn, source)
 
 
 @db_app.command("grant-reader")
