@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -125,8 +125,8 @@ async def _embed(
             # Always: the load then visits this space and links listed objects to vectors the
             # database already holds for their bytes, even when nothing new was embedded here.
             await asyncio.to_thread(writer.write_space)
-            todo = _ToEmbed(work, manifest, index, retry_failed, force)
-            todo.in_database = _in_database_lookup(conn, space_id, asyncio.get_running_loop())
+            in_database = _in_database_lookup(conn, space_id, asyncio.get_running_loop())
+            todo = _ToEmbed(work, manifest, index, retry_failed, force, in_database)
             reader = ObjectReader(s3_endpoint_url=settings.s3_endpoint_url)
             await asyncio.to_thread(
                 _embed_items,
@@ -153,7 +153,9 @@ async def _embed(
     return result
 
 
-def _in_database_lookup(conn, space_id: int, loop: asyncio.AbstractEventLoop):
+def _in_database_lookup(
+    conn, space_id: int, loop: asyncio.AbstractEventLoop
+) -> Callable[[list[str]], set[str]]:
     """A function, for the reader thread, that tells which of some content hashes already have a
     current vector in the space: bytes embedded through another work dir are not embedded again
     (the load links their objects to the stored vector)."""
@@ -189,7 +191,7 @@ class _ToEmbed:
     index: PartIndex
     retry_failed: bool
     force: bool
-    in_database: object = None  # Callable[[list[str]], set[str]]
+    in_database: Callable[[list[str]], set[str]] | None = None
 
     def count(self) -> int:
         return sum(1 for _ in self.items(Counter()))
