@@ -32,7 +32,6 @@ class Progress:
         self.started = time.monotonic()
         self._interval = _interval()
         self._last_line = self.started
-        self._first: tuple[float, int] | None = None
         self._bar = None
         if self.stream.isatty():
             from tqdm import tqdm
@@ -48,9 +47,6 @@ class Progress:
             self._bar.refresh()
 
     def advance(self, n: int = 1, **fields) -> None:
-        if self._first is None:
-            # The rate (and ETA) is timed from the first item, not from a model load before it.
-            self._first = (time.monotonic(), n)
         self.count += n
         self.fields |= fields
         if self._bar is not None:
@@ -67,22 +63,19 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
         elif self.count:
-            self._log(time.monotonic(), done=True)
+            # The last line; "done" only if all was done (a stopped stage ends short of it).
+            self._log(time.monotonic(), done=self.total is None or self.count >= self.total)
 
     def _log(self, now: float, done: bool = False) -> None:
         elapsed = max(now - self.started, 1e-9)
-        first_at, first_n = self._first or (self.started, 0)
-        if self.count > first_n and now - first_at > 1e-3:
-            rate = (self.count - first_n) / (now - first_at)
-        else:
-            rate = self.count / elapsed
+        rate = self.count / elapsed
         record: dict = {"stage": self.stage, self.unit: self.count}
         if self.total is not None:
             record["total"] = self.total
         record[f"{self.unit}_per_s"] = round(rate, 1)
         record["elapsed_s"] = round(elapsed, 1)
-        if self.total is not None and rate > 0 and not done:
-            record["eta_s"] = round(max(self.total - self.count, 0) / rate, 1)
+        if self.total is not None and rate > 0 and self.count < self.total:
+            record["eta_s"] = round((self.total - self.count) / rate, 1)
         if done:
             record["done"] = True
         print(json.dumps(record | self.fields), file=self.stream, flush=True)

@@ -88,8 +88,8 @@ def test_mistyped_model_and_weights_are_usage_errors_with_close_names(listed):
 def test_models_lists_models_dimensions_and_weights():
     result = run_imgvec("models")
     lines = result.stdout.splitlines()
-    vit = next(line for line in lines if line.split()[:2] == ["clip", "ViT-B-32"])
-    assert " 512 " in vit and TAG in vit and "openai" in vit
+    vit = next(line for line in lines if line.split()[:2] == ["clip", "ViT-B-32*"])  # the default
+    assert " 512 " in vit and f"{TAG}*" in vit and "openai" in vit
     assert any(line.startswith("vertex") and "1408" in line for line in lines)
 
 

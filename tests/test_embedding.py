@@ -385,3 +385,12 @@ def test_run_checks_the_backend_configuration_before_listing(tmp_path, fresh_url
         "--project", "p", "--dimension", "500", env={"DATABASE_URL": fresh_url}, check=False,
     )  # fmt: skip
     assert typo.returncode == 2 and "128, 256, 512, 1408" in typo.stderr and not work.exists()
+    for clip_typo, says in (
+        (["--pretrained", "laion2b"], "laion2b_s34b_b79k"),  # caught before the listing too
+        (["--pretrained", "none", "--dimension", "256"], "makes 512-dimensional vectors"),
+    ):
+        result = run_imgvec(
+            "run", str(tmp_path / "images"), "--work-dir", str(work), *clip_typo,
+            env={"DATABASE_URL": fresh_url}, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2 and says in result.stderr and not work.exists()

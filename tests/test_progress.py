@@ -45,7 +45,8 @@ def test_log_lines_count_images_with_total_rate_and_eta(listed):
     assert [r["images"] for r in embed[:-1]] == list(range(1, N + 1))[: len(embed) - 1]
     assert len(embed) >= N and embed[-1]["images"] == N and embed[-1]["done"]
     assert all(r["total"] == N for r in embed)
-    assert all("eta_s" in r and r["images_per_s"] >= 0 for r in embed[:-1])
+    assert all("eta_s" in r and r["images_per_s"] > 0 for r in embed if r["images"] < N)
+    assert not any(r.get("done") for r in embed[:-1])
 
 
 def test_log_lines_are_spaced_by_the_interval(listed):

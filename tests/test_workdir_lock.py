@@ -35,6 +35,16 @@ def test_a_second_run_on_the_same_work_dir_exits_naming_the_holder(tmp_path, fre
         assert second.returncode == 75, second.stderr
         assert f"pid {first.pid}" in second.stderr and "is being embedded" in second.stderr
         assert "Traceback" not in second.stderr
+        manifests = sorted(work.glob("manifests/*.csv"))
+        run = subprocess.run(
+            [*IMGVEC, "run", str(folder), "--work-dir", str(work), "--pretrained", "none"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 75 and f"pid {first.pid}" in run.stderr, run.stderr
+        assert sorted(work.glob("manifests/*.csv")) == manifests  # refused before it listed
         first.send_signal(signal.SIGKILL)  # dies holding the lock
         first.wait()
     finally:
@@ -45,6 +55,13 @@ def test_a_second_run_on_the_same_work_dir_exits_naming_the_holder(tmp_path, fre
     assert third.returncode == 0, third.stderr
     rows = sum(len(p.read_text().splitlines()) - 1 for p in work.glob("embeddings/*/part-*.csv"))
     assert rows == 64
+    # The killed run does not show `running` for ever: the next run closed it.
+    runs = run_imgvec(
+        "psql", "-A", "-t", "-F", "|", "-c",
+        "SELECT status, error FROM runs WHERE stage = 'embed' ORDER BY run_id", env=env,
+    ).stdout.splitlines()  # fmt: skip
+    assert runs[0].startswith("interrupted|its process ended without closing the run"), runs
+    assert all(not line.startswith("running") for line in runs), runs
 
 
 async def test_bytes_loaded_through_another_work_dir_are_not_embedded_again(tmp_path, fresh_url):

@@ -98,7 +98,7 @@ def main() -> None:
     try:
         app()
     except interrupt.Interrupted as err:
-        print(f"imgvec: {err}; finished work is kept", file=sys.stderr)
+        print(f"imgvec: {err}", file=sys.stderr)
         print(f"imgvec: hint: {err.hint}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         # At once: a normal exit would wait for the batch still in the model, which is dropped.

@@ -16,6 +16,7 @@ class Backend(StrEnum):
     vertex = "vertex"
 
 
+DEFAULT_VERTEX_DIMENSION = 1408  # the model's full size
 CLIP = "CLIP (--backend clip)"
 VERTEX = "Vertex AI (--backend vertex)"
 
@@ -58,8 +59,13 @@ def embed_command(
         int, typer.Option(help="Seed for --pretrained none.", rich_help_panel=CLIP)
     ] = 0,
     dimension: Annotated[
-        int, typer.Option(help="128, 256, 512 or 1408.", rich_help_panel=VERTEX)
-    ] = 1408,
+        int | None,
+        typer.Option(
+            help="128, 256, 512 or 1408 (default 1408). CLIP's is its model's.",
+            rich_help_panel=VERTEX,
+            show_default=False,
+        ),
+    ] = None,
     project: Annotated[
         str | None,
         typer.Option(
@@ -104,6 +110,8 @@ def embed_command(
     latest_manifest(WorkDir(options["work_dir"]))  # fail fast, before any work
     result = run_embedding(settings, model_backend, **stage_options(options))
     typer.echo(f"embedded {result.manifest}: {result.summary()}")
+    if note := result.failures_note():
+        typer.echo(note, err=True)
     raise typer.Exit(result.exit_code)
 
 
@@ -148,9 +156,10 @@ def build_backend(
     concurrency,
 ):
     from pipeline.embedding.backends import get_backend
+    from pipeline.errors import UsageError
 
     if backend is Backend.clip:
-        return get_backend(
+        clip = get_backend(
             "clip",
             model=model,
             pretrained=pretrained,
@@ -158,11 +167,19 @@ def build_backend(
             batch_size=batch_size,
             seed=seed,
         )
+        if dimension is not None and dimension != clip.space.dimension:
+            raise UsageError(
+                f"--dimension {dimension}: CLIP {model} makes {clip.space.dimension}-dimensional "
+                "vectors, whatever is asked",
+                hint="--dimension chooses Vertex AI's size (--backend vertex); for another CLIP "
+                "size choose another --model (`imgvec models`)",
+            )
+        return clip
     return get_backend(
         "vertex",
         project=project,
         location=location,
-        dimension=dimension,
+        dimension=DEFAULT_VERTEX_DIMENSION if dimension is None else dimension,
         api_endpoint=api_endpoint,
         transport=transport,
         requests_per_minute=rate_limit,

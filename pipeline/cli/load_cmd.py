@@ -121,6 +121,7 @@ def run_command(ctx: typer.Context, **options) -> None:
     settings: Settings = ctx.obj
     options["work_dir"] = options["work_dir"] or settings.work_dir
     model_backend = backend_from_options(options)  # a wrong option fails before the listing
+    _check_work_dir_free(settings, options["work_dir"], model_backend.space.name)
     listing = run_listing(settings, options["source"], **{k: options[k] for k in _LIST_OPTIONS})
     typer.echo(f"listed {options['source']}: {listing.summary()}")
     embedding = run_embedding(settings, model_backend, **stage_options(options))
@@ -130,7 +131,25 @@ def run_command(ctx: typer.Context, **options) -> None:
     texts = _embed_pending_texts(settings, embedding.backend)
     if texts:
         typer.echo(f"embedded {len(texts)} pending text quer{'y' if len(texts) == 1 else 'ies'}")
+    if note := embedding.failures_note():
+        typer.echo(note, err=True)
     raise typer.Exit(embedding.exit_code)
+
+
+def _check_work_dir_free(settings: "Settings", work_dir: str, space: str) -> None:
+    from pipeline.db import connect, resolve_url
+    from pipeline.embedding.lock import check_work_dir_free
+    from pipeline.workdir import WorkDir
+
+    async def check():
+        url = await resolve_url(settings)
+        conn = await connect(url, timeout=settings.connect_timeout, register_vector=False)
+        try:
+            await check_work_dir_free(conn, WorkDir(work_dir).spec, space)
+        finally:
+            await conn.close()
+
+    asyncio.run(check())
 
 
 def _embed_pending_texts(settings: "Settings", backend) -> list[str]:

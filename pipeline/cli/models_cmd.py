@@ -21,12 +21,22 @@ def models_command(
     Example: imgvec models | grep ViT-B
     """
     from pipeline.embedding.backends import clip_models
+    from pipeline.embedding.backends.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED
     from pipeline.embedding.backends.vertex import DIMENSIONS, MODEL
 
-    typer.echo(f"vertex  {MODEL}  dimensions {', '.join(map(str, DIMENSIONS))}")
-    weights = clip_models.pretrained_tags()  # imports open_clip (and torch): seconds
+    typer.echo("backend  model  dimension  weights (--pretrained; * default, + in the local cache)")
+    typer.echo(f"vertex  {MODEL}  {'|'.join(map(str, DIMENSIONS))}  (the service's)")
+    weights = clip_models.pretrained_tags()
     for name in clip_models.model_names():
         tags = weights.get(name, [])
-        if tags or all_models:
-            dimension = clip_models.embedding_dimension(name)
-            typer.echo(f"clip    {name}  {dimension}  {', '.join(tags) or '(no weights)'}")
+        if not (tags or all_models):
+            continue
+        marked = [
+            tag
+            + ("*" if (name, tag) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) else "")
+            + ("+" if clip_models.is_cached(name, tag) else "")
+            for tag in tags
+        ]
+        default = "*" if name == DEFAULT_MODEL else ""
+        dimension = clip_models.embedding_dimension(name)
+        typer.echo(f"clip    {name}{default}  {dimension}  {', '.join(marked) or '(no weights)'}")

@@ -20,14 +20,35 @@ async def start_run(
     space_id: int | None = None,
     started_at=None,
 ) -> int:
+    """Open a run on `conn`, the session the stage keeps to its end; close first the runs whose
+    session is gone without closing them (their process was killed)."""
+    await conn.execute(_CLOSE_ORPHANS)
     return await conn.fetchval(
-        "INSERT INTO runs (stage, source, space_id, started_at) VALUES ($1, $2, $3, coalesce($4, now())) "
-        "RETURNING run_id",
+        """
+        INSERT INTO runs (stage, source, space_id, started_at, backend_pid, backend_start)
+        SELECT $1, $2, $3, coalesce($4, now()), pid, backend_start
+        FROM pg_stat_activity WHERE pid = pg_backend_pid()
+        RETURNING run_id
+        """,
         stage,
         source,
         space_id,
         started_at,
     )
+
+
+# A run is orphaned when no session has its backend's pid, or the pid now belongs to a newer
+# backend. (A role that may not see other users' backend_start sees NULL there: it never closes
+# a live run, only, at worst, leaves a dead one open.)
+_CLOSE_ORPHANS = """
+UPDATE runs r SET status = 'interrupted', finished_at = now(),
+       error = 'its process ended without closing the run (killed, or stopped twice)'
+WHERE r.status = 'running' AND r.backend_pid IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_stat_activity a
+      WHERE a.pid = r.backend_pid
+        AND (a.backend_start IS NULL OR a.backend_start = r.backend_start))
+"""
 
 
 async def finish_run(

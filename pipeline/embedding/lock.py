@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import zlib
 from collections.abc import AsyncIterator
 
@@ -34,7 +35,8 @@ def lock_key(work_dir: str, space: str, shard: str = "") -> int:
 async def work_dir_lock(conn, work_dir: str, space: str, shard: str = "") -> AsyncIterator[None]:
     """Hold the (work dir, space, shard) lock on `conn` for the block, or raise WorkDirBusy."""
     key = lock_key(work_dir, space, shard)
-    me = f"imgvec embed on {socket.gethostname()} pid {os.getpid()}"
+    command = sys.argv[1] if sys.argv[1:2] in (["run"], ["embed"]) else "embed"
+    me = f"imgvec {command} on {socket.gethostname()} pid {os.getpid()}"
     await conn.execute("SELECT set_config('application_name', $1, false)", me[:63])
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", WORK_DIR_LOCK_NAMESPACE, key):
         holder = await conn.fetchrow(
@@ -62,3 +64,10 @@ async def work_dir_lock(conn, work_dir: str, space: str, shard: str = "") -> Asy
     finally:
         with contextlib.suppress(Exception):  # a lost connection has released it already
             await conn.execute("SELECT pg_advisory_unlock($1, $2)", WORK_DIR_LOCK_NAMESPACE, key)
+
+
+async def check_work_dir_free(conn, work_dir: str, space: str, shard: str = "") -> None:
+    """Raise WorkDirBusy now if another run holds the lock: `imgvec run` asks before it lists,
+    so a second run does not write a manifest into a busy work dir."""
+    async with work_dir_lock(conn, work_dir, space, shard):
+        pass

@@ -56,6 +56,16 @@ class EmbedResult:
     def exit_code(self) -> int:
         return EXIT_WITH_FAILURES if self.counts["failed"] else 0
 
+    def failures_note(self) -> str | None:
+        """The line that goes with exit code 3: where the failures are, and what next."""
+        if not self.counts["failed"]:
+            return None
+        return (
+            f"imgvec: {self.counts['failed']} image(s) could not be embedded; the reasons are in "
+            "the failures table (`imgvec psql -f sql/recent_failures.sql`) and the work dir's "
+            "failures-NNNNN.csv files; later runs skip them until --retry-failed"
+        )
+
     def summary(self) -> str:
         c = self.counts
         return (
@@ -144,6 +154,11 @@ async def _embed(
             with contextlib.suppress(Exception):
                 await _record_failures(conn, failures, space_id, run_id)
             await finish_run(conn, run_id, result.counts, "failed", err)  # or "interrupted"
+            if isinstance(err, interrupt.Interrupted):
+                raise interrupt.Interrupted(
+                    f"{err}: {result.counts['embedded']} images embedded in this run are kept in "
+                    f"{len(result.parts)} parts (searchable once loaded: the rerun, or `imgvec load`)"
+                ) from None
             raise
         result.parts = writer.published
         await _record_failures(conn, failures, space_id, run_id)
@@ -251,7 +266,13 @@ def _embed_items(
 ) -> None:
     vectors: list = []
     failed: list = []
-    progress = Progress("embed", "images", total=todo.count())
+    total = todo.count()
+    if total:
+        # The model loads first, as a step of its own: the bar's rate and ETA then time the
+        # images, not the model load (which would make the first ETA an hour).
+        backend.check()
+        interrupt.check()
+    progress = Progress("embed", "images", total=total)
 
     def load(item: ImageItem) -> ImageItem:
         if backend.input_kind == "locator_or_bytes" and item.locator.startswith("gs://"):

@@ -45,6 +45,8 @@ class ClipBackend(EmbeddingBackend):
         self._requested_device = device
         self._dimension = clip_models.embedding_dimension(model)  # also: unknown model -> error
         self._weights, self._weights_tag = _resolve_pretrained(pretrained, seed)
+        if self._weights is not None and not Path(self._weights).is_file():
+            clip_models.weights_config(model, self._weights)  # a mistyped tag: exit 2 now
         self._loaded: _LoadedModel | None = None
         self._load_lock = threading.Lock()
 

@@ -124,14 +124,9 @@ def embedding_dimension(model: str) -> int | None:
     return int(config["embed_dim"])
 
 
-def check_weights_available(model: str, tag: str) -> None:
-    """Fail fast, with the ways on, when the weights are neither cached nor downloadable.
-
-    Offline, huggingface_hub retries each file for about a minute and open_clip asks for two
-    files: a new user saw 52 s of retries and ~45 repeated log lines before one error. This asks
-    the host once, with a short timeout, and looks in the cache itself. With no network but a warm
-    cache it switches huggingface_hub to offline mode for this process, so nothing is retried.
-    """
+def weights_config(model: str, tag: str) -> dict:
+    """open_clip's config of a weights tag, or a usage error naming the close tags. Cheap (no
+    torch) for every model in open_clip's table: a mistyped tag stops a run before its listing."""
     config, known = _pretrained_config(model, tag)
     if not config:
         close = difflib.get_close_matches(tag, known, n=3, cutoff=0.5)
@@ -145,6 +140,18 @@ def check_weights_available(model: str, tag: str) -> None:
             ),
             hint="`imgvec models` lists the weights of each model; or " + WAYS_ON,
         )
+    return config
+
+
+def check_weights_available(model: str, tag: str) -> None:
+    """Fail fast, with the ways on, when the weights are neither cached nor downloadable.
+
+    Offline, huggingface_hub retries each file for about a minute and open_clip asks for two
+    files: a new user saw 52 s of retries and ~45 repeated log lines before one error. This asks
+    the host once, with a short timeout, and looks in the cache itself. With no network but a warm
+    cache it switches huggingface_hub to offline mode for this process, so nothing is retried.
+    """
+    config = weights_config(model, tag)
     if config.get("hf_hub") and importlib.util.find_spec("huggingface_hub") is not None:
         cached, where, url = _hf_cached(config["hf_hub"])
     else:
@@ -217,10 +224,25 @@ def _reachable(url: str) -> bool:
 
 
 def pretrained_tags() -> dict[str, list[str]]:
-    """Published weights per architecture, as open_clip knows them (imports open_clip)."""
+    """Published weights per architecture, from open_clip's table (read without torch when it can
+    be; else open_clip is imported)."""
+    table = _pretrained_table()
+    if table is not None:
+        return {model: list(weights) for model, weights in table.items()}
     from open_clip import pretrained
 
     tags: dict[str, list[str]] = {}
     for model, tag in pretrained.list_pretrained():
         tags.setdefault(model, []).append(tag)
     return tags
+
+
+def is_cached(model: str, tag: str) -> bool:
+    """Whether the weights are in the local cache already (no network asked)."""
+    config, _ = _pretrained_config(model, tag)
+    if config.get("hf_hub") and importlib.util.find_spec("huggingface_hub") is not None:
+        return _hf_cached(config["hf_hub"])[0]
+    url = config.get("url", "")
+    return (
+        bool(url) and (Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)).is_file()
+    )
