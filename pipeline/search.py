@@ -188,18 +188,34 @@ async def _nothing_loaded(conn, space: EmbeddingSpace, root: str | None) -> str:
     why = f"nothing loaded in {where}: run `imgvec run SOURCE` with the same backend options"
     others = await _spaces_with_vectors(conn)
     if others:
-        why += f" (spaces with vectors: {', '.join(others)})"
+        listed = "; ".join(f"{name}: search it with {options}" for name, options in others)
+        why += f" (spaces with vectors: {listed})"
     return why
 
 
-async def _spaces_with_vectors(conn) -> list[str]:
+async def _spaces_with_vectors(conn) -> list[tuple[str, str]]:
+    """(name, the options that select it) of each space that holds vectors."""
     rows = await conn.fetch(
         """
-        SELECT s.name FROM embedding_spaces s
+        SELECT s.name, s.backend, s.model, s.weights, s.dimension FROM embedding_spaces s
         WHERE EXISTS (SELECT 1 FROM embeddings e WHERE e.space_id = s.space_id) ORDER BY s.space_id
         """
     )
-    return [r["name"] for r in rows]
+    return [(r["name"], _options(r)) for r in rows]
+
+
+def _options(space) -> str:
+    """The command-line options that select a space (the inverse of the backends' naming)."""
+    if space["backend"] == "vertex":
+        return f"--backend vertex --dimension {space['dimension']}"
+    model = "" if space["model"] == "ViT-B-32" else f"--model {space['model']} "
+    weights = space["weights"]
+    if weights.startswith("none-seed"):
+        seed = weights.removeprefix("none-seed")
+        return f"{model}--pretrained none" + ("" if seed == "0" else f" --seed {seed}")
+    if weights.startswith("file-"):
+        return f"{model}--pretrained PATH (the checkpoint file whose SHA-256 starts {weights[5:]})"
+    return f"{model}--pretrained {weights}"
 
 
 async def _listed_query_image(conn, image: str, space, space_id, source_id):

@@ -295,6 +295,6 @@ async def test_empty_answers_say_why_on_stderr(loaded, server_url, imgvec_home):
     assert f"nothing loaded in space {space}: run `imgvec run SOURCE`" in said
     other = imgvec_search(loaded, "red car", "--model", "RN50")
     assert "nothing loaded in space clip/RN50/none-seed0/1024" in other
-    assert f"(spaces with vectors: {space})" in other
+    assert f"(spaces with vectors: {space}: search it with --pretrained none)" in other
     best = imgvec_search(loaded, "red car", "--min-score", "0.9999")
     assert "no result scores at least 0.9999; the best was 0." in best

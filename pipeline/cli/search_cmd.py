@@ -4,6 +4,7 @@ import asyncio
 import functools
 import inspect
 import json
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -83,6 +84,8 @@ def search_command(
             )
 
     matches = asyncio.run(run())
+    if matches and not as_json and sys.stdout.isatty():  # for people; scripts get bare rows
+        typer.echo(f"{'distance':>8}  {'score':>6}  locator")
     for match in matches:
         if as_json:
             typer.echo(json.dumps(match.as_dict(), ensure_ascii=False))
