@@ -21,7 +21,7 @@ Create Date: 2026-11-22
 
 from collections.abc import Sequence
 
-from alembic import op
+from alembic import context, op
 from sqlalchemy import text
 
 revision: str = "0005_lean_embeddings"
@@ -56,6 +56,23 @@ def downgrade() -> None:
 
 
 def _set_storage(storage: str) -> None:
+    if context.is_offline_mode():
+        # `alembic upgrade head --sql`: the spaces are known only when the script runs.
+        op.execute(
+            f"""
+            DO $do$
+            DECLARE space integer;
+            BEGIN
+                FOR space IN SELECT space_id FROM embedding_spaces
+                             WHERE dimension <= {INLINE_MAX_DIMENSION} LOOP
+                    EXECUTE format('ALTER TABLE embeddings_space_%s ALTER COLUMN embedding
+                                    SET STORAGE {storage}', space);
+                END LOOP;
+            END
+            $do$
+            """
+        )
+        return
     spaces = op.get_bind().execute(
         text("SELECT space_id FROM embedding_spaces WHERE dimension <= :dim"),
         {"dim": INLINE_MAX_DIMENSION},

@@ -25,7 +25,7 @@ Create Date: 2026-11-23
 
 from collections.abc import Sequence
 
-from alembic import op
+from alembic import context, op
 from sqlalchemy import text
 
 revision: str = "0006_sources_identity"
@@ -382,6 +382,32 @@ def downgrade() -> None:
 def _replace_view(*, source_filter: bool) -> None:
     """The view keeps its columns and types, so CREATE OR REPLACE keeps its comments and grants.
     Until a space is the default the view stays the empty placeholder of 0001."""
+    source = " AND o.source_id = (SELECT source_id FROM sources WHERE is_default)"
+    if context.is_offline_mode():
+        # `alembic upgrade head --sql`: the default space is known only when the script runs.
+        op.execute(
+            f"""
+            DO $do$
+            DECLARE space integer; dim integer;
+            BEGIN
+                SELECT space_id, dimension INTO space, dim FROM embedding_spaces WHERE is_default;
+                IF space IS NULL THEN
+                    RETURN;
+                END IF;
+                EXECUTE format($v$
+                    CREATE OR REPLACE VIEW image_embeddings AS
+                        SELECT o.name AS image_id,
+                               o.locator AS content,
+                               e.embedding::vector(%s) AS embedding
+                        FROM embeddings e
+                        JOIN objects o ON o.object_id = e.object_id
+                        WHERE e.space_id = %s AND o.deleted_at IS NULL{source if source_filter else ""}
+                $v$, dim, space);
+            END
+            $do$
+            """
+        )
+        return
     bind = op.get_bind()
     default = bind.execute(
         text("SELECT space_id, dimension FROM embedding_spaces WHERE is_default")
@@ -389,7 +415,6 @@ def _replace_view(*, source_filter: bool) -> None:
     if default is None:
         return
     space_id, dimension = int(default[0]), int(default[1])
-    source = " AND o.source_id = (SELECT source_id FROM sources WHERE is_default)"
     op.execute(
         f"""
         CREATE OR REPLACE VIEW image_embeddings AS
@@ -407,6 +432,25 @@ def _pin_iterative_scan(mode: str | None) -> None:
     """similar_images() filters the index's candidates by source: with pgvector >= 0.8 it reads on
     until k rows pass (hnsw.iterative_scan), so a default source that is a small part of a space
     still gets k answers. pgvector 0.7 has no such setting: there it is left alone."""
+    target = "FUNCTION similar_images(text, integer, integer)"
+    if context.is_offline_mode():
+        # `alembic upgrade head --sql`: the pgvector version is known only when the script runs.
+        action = (
+            "RESET hnsw.iterative_scan" if mode is None else f"SET hnsw.iterative_scan = {mode}"
+        )
+        op.execute(
+            f"""
+            DO $do$
+            BEGIN
+                IF (SELECT string_to_array(extversion, '.')::int[] >= ARRAY[0, 8]
+                    FROM pg_extension WHERE extname = 'vector') THEN
+                    EXECUTE 'ALTER {target} {action}';
+                END IF;
+            END
+            $do$
+            """
+        )
+        return
     version = (
         op.get_bind()
         .execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
@@ -414,7 +458,6 @@ def _pin_iterative_scan(mode: str | None) -> None:
     )
     if version is None or tuple(int(p) for p in version.split(".")[:2]) < (0, 8):
         return
-    target = "FUNCTION similar_images(text, integer, integer)"
     if mode is None:
         op.execute(f"ALTER {target} RESET hnsw.iterative_scan")
     else:
