@@ -50,3 +50,79 @@ class DatabaseUnavailable(RetryableError):
 
 class DatabaseError(PermanentError):
     """The database answered, but refused (authentication, missing pgvector, too old)."""
+
+
+class PermissionProblem(DatabaseError):
+    """The database refused for lack of a privilege: someone with more rights has a step to take
+    (the hint says which, naming the role and the database)."""
+
+
+INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE insufficient_privilege
+
+
+def privilege_error(err: BaseException, depth: int = 0) -> BaseException | None:
+    """The database's "permission denied" behind `err`, if that is what it is: asyncpg's
+    InsufficientPrivilegeError, also as SQLAlchemy wraps it (`.orig`, whose cause is asyncpg's).
+    Recognised by SQLSTATE and class name, so that nothing here imports a database client."""
+    if err is None or depth > 6:
+        return None
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if "InsufficientPrivilegeError" in names or getattr(err, "sqlstate", None) == (
+        INSUFFICIENT_PRIVILEGE
+    ):
+        return err
+    for inner in (getattr(err, "orig", None), err.__cause__, err.__context__):
+        if isinstance(inner, BaseException) and (found := privilege_error(inner, depth + 1)):
+            return found
+    return None
+
+
+def permission_problem(
+    err: BaseException, role: str | None = None, database: str | None = None
+) -> PermissionProblem:
+    """One clear error for a "permission denied", with the step that fixes it. `role` and
+    `database` are named when known (never a password: they come from the server)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    who = f"role {role}" if role else "the role imgvec connects as"
+    where = f"database {database}" if database else "the database"
+    db = database or "DBNAME"
+    grantee = _quote_ident(role) if role else "ROLE"
+    if 'create extension "vector"' in text:
+        return PermissionProblem(
+            f"{who} may not create the pgvector extension in {where} ({text})",
+            hint=f"a superuser must run, once: psql -d {db} -c 'CREATE EXTENSION vector;' "
+            "(on Cloud SQL / AlloyDB: as a cloudsqlsuperuser / alloydbsuperuser member), then "
+            "rerun",
+        )
+    if "permission denied for schema" in text:
+        schema = text.split("permission denied for schema", 1)[1].strip().split()[0]
+        return PermissionProblem(
+            f"{who} may not create tables in schema {schema} of {where} ({text})",
+            hint=f"since PostgreSQL 15 only the database owner may create in schema public: as "
+            f"its owner or a superuser run: psql -d {db} -c 'GRANT CREATE ON SCHEMA {schema} TO "
+            f"{grantee};', or give the role a schema of its own (found first on the default "
+            f"search_path): psql -d {db} -c 'CREATE SCHEMA AUTHORIZATION {grantee};'; then rerun",
+        )
+    if "permission denied to create role" in text:
+        return PermissionProblem(
+            f"{who} may not create roles ({text})",
+            hint="a role with CREATEROLE (or a superuser) must create it first: "
+            f"psql -d {db} -c 'CREATE ROLE READER LOGIN;'; then rerun grant-reader, which only "
+            "grants (that needs no more than owning imgvec's tables)",
+        )
+    if "permission denied for table" in text or "must be owner of" in text:
+        return PermissionProblem(
+            f"{who} may not use imgvec's tables in {where} ({text})",
+            hint="imgvec's schema there belongs to another role: connect as that role (the owner "
+            "of alembic_version: psql -d "
+            f"{db} -c '\\dt alembic_version'), or have it run: GRANT ALL ON ALL TABLES IN SCHEMA "
+            f"public TO {grantee};",
+        )
+    return PermissionProblem(
+        f"permission denied to {who} in {where}: {text}",
+        hint="ask the database owner or a superuser for the privilege named, then rerun",
+    )
+
+
+def _quote_ident(name: str) -> str:
+    return name if name.isidentifier() and name.islower() else '"' + name.replace('"', '""') + '"'

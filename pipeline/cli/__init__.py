@@ -120,6 +120,11 @@ def main() -> None:
                 "rerun the same command later; it resumes where it stopped",
                 EXIT_TEMPFAIL,
             )
+        foreseen = _foreseen(err)
+        if foreseen is not None:  # a step for the user, not a bug to report
+            if os.environ.get("IMGVEC_DEBUG"):
+                traceback.print_exc()
+            _fail(str(foreseen), foreseen.hint, foreseen.exit_code)
         if os.environ.get("IMGVEC_DEBUG"):  # a bug or an unforeseen condition: still one line
             raise
         _fail(
@@ -127,6 +132,39 @@ def main() -> None:
             "rerun with IMGVEC_DEBUG=1 for the traceback, and report it",
             EXIT_FAILED,
         )
+
+
+# A module of an extra missing from a plain install: (its import name) -> (what, the extra).
+_EXTRAS = {
+    "PIL": ("Pillow (to read images)", "pip install 'imgvec[clip]' (or just: pip install pillow)"),
+    "open_clip": ("open_clip (the clip backend)", "pip install 'imgvec[clip]'"),
+    "torch": ("torch (the clip backend)", "pip install 'imgvec[clip]'"),
+    "google.cloud.aiplatform": (
+        "google-cloud-aiplatform (the vertex backend)",
+        "pip install 'imgvec[vertex]'",
+    ),
+    "boto3": ("boto3 (s3:// sources)", "pip install 'imgvec[s3]'"),
+    "botocore": ("boto3 (s3:// sources)", "pip install 'imgvec[s3]'"),
+}
+
+
+def _foreseen(err: BaseException) -> ImgvecError | None:
+    """Errors that are not bugs although no stage caught them: a "permission denied" from the
+    database, a module of an extra that is not installed. None for anything else."""
+    from pipeline.errors import ConfigError, permission_problem, privilege_error
+
+    denied = privilege_error(err)
+    if denied is not None:
+        return permission_problem(denied)
+    missing = err if isinstance(err, ModuleNotFoundError) else None
+    missing = missing or (err.__cause__ if isinstance(err.__cause__, ModuleNotFoundError) else None)
+    if missing is not None and missing.name:
+        for module, (what, install) in _EXTRAS.items():
+            if missing.name == module or missing.name.startswith(module + "."):
+                return ConfigError(
+                    f"{what} is not installed: {missing}", hint=f"{install}, then rerun"
+                )
+    return None
 
 
 def _fail(message: str, hint: str | None, exit_code: int) -> NoReturn:

@@ -1,4 +1,4 @@
-"""`imgvec db start|stop|status|url|upgrade|grant-reader` and `imgvec psql`."""
+"""`imgvec db start|stop|status|url|upgrade|downgrade|grant-reader` and `imgvec psql`."""
 
 from __future__ import annotations
 
@@ -89,6 +89,10 @@ def status(
         typer.echo(f"url: {info['url']}")
         if settings.embedded:
             typer.echo(f"data: {info['pgdata']} (postmaster pid {info['pid']})")
+        for problem in info["problems"]:
+            typer.echo(f"problem: {problem}")
+        for note in info["notes"]:
+            typer.echo(f"note: {note}")
     else:
         typer.echo(
             f"stopped: embedded PostgreSQL, data in {info['pgdata']}; `imgvec db start` starts it"
@@ -121,6 +125,36 @@ def upgrade(ctx: typer.Context) -> None:
     Example: DATABASE_URL=postgresql://imgvec@db.internal/imgvec imgvec db upgrade
     """
     typer.echo(f"schema at {asyncio.run(_migrated_revision(ctx.obj))}")
+
+
+@db_app.command()
+def downgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="the revision to go back to, e.g. 0007 or -1")],
+) -> None:
+    """Undo schema migrations down to REVISION (Alembic's downgrade; data of what it drops is lost).
+
+    Example: imgvec db downgrade -1
+    """
+    typer.echo(f"schema at {asyncio.run(_downgraded_revision(ctx.obj, revision))}")
+
+
+async def _downgraded_revision(settings: Settings, revision: str) -> str | None:
+    from pipeline.db import check_server, connect, raise_if_permission_denied, resolve_url
+    from pipeline.db.schema import current_revision, downgrade
+
+    url = await resolve_url(settings)
+    conn = await connect(url, timeout=settings.connect_timeout, register_vector=False)
+    try:
+        await check_server(conn, url)
+        try:
+            await downgrade(url, revision)
+        except Exception as err:
+            await raise_if_permission_denied(conn, err)
+            raise
+        return await current_revision(conn)
+    finally:
+        await conn.close()
 
 
 @db_app.command("default-source")
@@ -221,20 +255,43 @@ async def _migrated_revision(settings: Settings) -> str | None:
 
 
 async def _describe(url: str, timeout: float) -> dict:
-    from pipeline.db import check_server, connect
+    """The server's state, problems included (a too old pgvector, a schema the role may not
+    read): `db status` reports them and exits 0; the commands that need the database refuse."""
+    from pipeline.db import MIN_SERVER_VERSION, connect, pgvector_of
     from pipeline.db.schema import current_revision, head_revision
 
     conn = await connect(url, timeout=timeout, register_vector=False)
     try:
-        await check_server(conn, url)
+        database = await conn.fetchval("SELECT current_database()")
+        pgvector = await pgvector_of(conn)
+        problems, notes = [], pgvector.notes(database)
+        if await conn.fetchval("SELECT current_setting('server_version_num')::int") < (
+            MIN_SERVER_VERSION
+        ):
+            problems.append("imgvec needs PostgreSQL 15 or newer")
+        if (problem := pgvector.problem(database)) is not None:
+            problems.append(f"{problem[0]}; {problem[1]}")
+        try:
+            schema = await current_revision(conn)
+        except asyncpg_errors() as err:
+            schema = None
+            problems.append(f"the schema cannot be read: {err}")
         return {
             "server_version": await conn.fetchval("SHOW server_version"),
-            "pgvector": await conn.fetchval(
-                "SELECT coalesce(installed_version, default_version) FROM pg_available_extensions "
-                "WHERE name = 'vector'"
-            ),
-            "schema": await current_revision(conn),
+            "pgvector": pgvector.version,
+            "pgvector_installed": pgvector.installed,
+            "pgvector_available": pgvector.available,
+            "iterative_scans": pgvector.iterative_scans,
+            "schema": schema,
             "schema_head": head_revision(),
+            "problems": problems,
+            "notes": notes,
         }
     finally:
         await conn.close()
+
+
+def asyncpg_errors() -> type[Exception]:
+    import asyncpg
+
+    return asyncpg.PostgresError

@@ -1,0 +1,179 @@
+"""Permission problems are a next step, not a bug report: a Debian-style role without privileges
+(LOGIN and a password, nothing more) in a database someone else owns, on the embedded server.
+Each refusal is one line that names the role and the database, and a hint whose command, run by
+the one who may, lets the same imgvec command through."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import run_imgvec
+
+PASSWORD = "Role-pa55word-never-shown"
+
+
+def as_role(url: str, role: str) -> str:
+    return make_url(url).set(username=role).render_as_string(hide_password=False)
+
+
+def psql(url: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["psql", url, "-X", "-tA", "-v", "ON_ERROR_STOP=1", *args], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def hinted_sql(stderr: str) -> str:
+    """The SQL of the first `psql -d DB -c '…'` in the hint."""
+    hint = next(line for line in stderr.splitlines() if line.startswith("imgvec: hint:"))
+    found = re.search(r"-c '([^']+)'", hint)
+    assert found, hint
+    return found.group(1)
+
+
+def clear_refusal(result: subprocess.CompletedProcess, *named: str) -> str:
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "unexpected" not in result.stderr and "report it" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and PASSWORD not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("imgvec: error:"), result.stderr
+    for name in named:
+        assert name in result.stderr, (name, result.stderr)
+    return result.stderr
+
+
+@pytest.fixture
+def roles(server_url):
+    made: list[str] = []
+
+    def make(prefix: str, *options: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        psql(
+            server_url, "-c", f"CREATE ROLE {name} LOGIN PASSWORD '{PASSWORD}' {' '.join(options)}"
+        )
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        for database in psql(
+            server_url, "-c", "SELECT datname FROM pg_database WHERE datallowconn"
+        ).stdout.split():
+            subprocess.run(
+                [
+                    "psql",
+                    server_url.replace("/imgvec?", f"/{database}?"),
+                    "-X",
+                    "-q",
+                    "-c",
+                    f"DROP OWNED BY {name} CASCADE",
+                ],
+                capture_output=True,
+            )
+        subprocess.run(["psql", server_url, "-X", "-q", "-c", f"DROP ROLE IF EXISTS {name}"])
+
+
+def test_a_role_without_privileges_is_told_each_next_step(fresh_url, roles):
+    """Debian-style: the database belongs to the superuser, public's CREATE is not granted
+    (PostgreSQL 15+), the role has LOGIN only. Each hint, run as its owner, is the fix."""
+    database = make_url(fresh_url).database
+    app = roles("app")
+    env = {"DATABASE_URL": as_role(fresh_url, app)}
+    psql(fresh_url, "-c", "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+
+    # 1. No CREATE on schema public (Alembic's own table comes first).
+    first = run_imgvec("db", "upgrade", env=env, check=False)
+    stderr = clear_refusal(first, app, database, "schema public")
+    fix = hinted_sql(stderr)
+    assert fix == f"GRANT CREATE ON SCHEMA public TO {app};"
+    psql(fresh_url, "-c", fix)
+
+    # 2. No pgvector extension yet, and only a superuser may create it.
+    second = run_imgvec("db", "upgrade", env=env, check=False)
+    stderr = clear_refusal(second, app, database)
+    assert "CREATE EXTENSION vector;" in stderr and "superuser" in stderr
+    fix = hinted_sql(stderr)
+    assert fix == "CREATE EXTENSION vector;"
+    assert f"psql -d {database} -c" in stderr
+    psql(fresh_url, "-c", fix)
+
+    # 3. Now it goes through.
+    third = run_imgvec("db", "upgrade", env=env, check=False)
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.startswith("schema at 0")
+
+    # 4. Another role, no SELECT on imgvec's tables (alembic_version first).
+    other = roles("other")
+    fourth = run_imgvec("db", "status", env={"DATABASE_URL": as_role(fresh_url, other)})
+    assert "problem: the schema cannot be read" in fourth.stdout  # status reports, exit 0
+    refused = run_imgvec(
+        "search", "red", env={"DATABASE_URL": as_role(fresh_url, other)}, check=False
+    )
+    stderr = clear_refusal(refused, other, database, "alembic_version")
+
+    # 5. grant-reader by a role without CREATEROLE: an administrator creates the role, and
+    # grant-reader (granting only) then goes through.
+    reader = f"reader_{uuid.uuid4().hex[:8]}"
+    fifth = run_imgvec("db", "grant-reader", reader, env=env, check=False)
+    stderr = clear_refusal(fifth, app, database, "CREATEROLE")
+    fix = hinted_sql(stderr)
+    assert fix == f"CREATE ROLE {reader} LOGIN;"
+    psql(fresh_url, "-c", fix)
+    try:
+        sixth = run_imgvec("db", "grant-reader", reader, env=env)
+        assert sixth.stdout.startswith(f"role {reader}: read-only access"), sixth.stdout
+        assert (
+            psql(as_role(fresh_url, reader), "-c", "SELECT count(*) FROM runs").stdout.strip()
+            == "0"
+        )
+    finally:
+        subprocess.run(
+            [
+                "psql",
+                fresh_url,
+                "-X",
+                "-q",
+                "-c",
+                f"DROP OWNED BY {reader}",
+                "-c",
+                f"DROP ROLE IF EXISTS {reader}",
+            ],
+            capture_output=True,
+        )
+
+
+@pytest.mark.parametrize(
+    ("module", "extra"),
+    [("PIL", "pip install 'imgvec[clip]'"), ("open_clip", "pip install 'imgvec[clip]'")],
+)
+def test_a_missing_extra_names_what_to_install(tmp_path, fresh_url, module, extra):
+    """A plain install without Pillow or open_clip: which extra to install, not a bug report."""
+    # As if not installed: an import fails, importlib.util.find_spec finds nothing.
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "sitecustomize.py").write_text(f"import sys\nsys.modules[{module!r}] = None\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    demo = Path(__file__).resolve().parents[1] / "demo-images"
+    for path in sorted(demo.glob("*.png"))[:2]:
+        (images / path.name).write_bytes(path.read_bytes())
+    result = run_imgvec(
+        "run",
+        str(images),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--backend",
+        "clip",
+        env={"DATABASE_URL": fresh_url, "PYTHONPATH": str(tmp_path / "blocked")},
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "unexpected" not in result.stderr and "report it" not in result.stderr, result.stderr
+    assert extra in result.stderr, result.stderr
