@@ -279,7 +279,7 @@ async def test_vertex_gcs_objects_go_as_uris_through_429_and_503(tmp_path, setti
         FakeVertexConfig(
             rate_429=0.30,
             rate_503=0.05,
-            failures={"gs://photos/broken.jpg": (400, "Unable to decode image")},
+            failures={"gs://photos/img29.jpg": (400, "Unable to decode image")},
         )
     )
     try:
@@ -297,11 +297,22 @@ async def test_vertex_gcs_objects_go_as_uris_through_429_and_503(tmp_path, setti
         )
     finally:
         fake.stop()
-    assert (result.counts["embedded"], result.counts["failed"]) == (30, 1)
+    assert (result.counts["embedded"], result.counts["failed"]) == (29, 2)
     assert fake.stats["429"] > 0 and fake.stats["503"] > 0
-    assert sorted(set(fake.seen_uris)) == sorted(
-        [f"gs://photos/img{i:02d}.jpg" for i in range(30)] + ["gs://photos/broken.jpg"]
+    # The broken object is checked here and never costs a request; the others go as gcsUri.
+    assert sorted(set(fake.seen_uris)) == [f"gs://photos/img{i:02d}.jpg" for i in range(30)]
+    reasons = dict(
+        pd.concat(pd.read_csv(p) for p in (tmp_path / "work").glob("embeddings/*/failures-*.csv"))[
+            ["locator", "reason"]
+        ].itertuples(index=False)
     )
+    assert (
+        "corrupt" in reasons["gs://photos/broken.jpg"]
+        or "not an image" in reasons["gs://photos/broken.jpg"]
+    ), reasons
+    refused = reasons["gs://photos/img29.jpg"]
+    assert "Unable to decode image" in refused and "projects/" not in refused, refused
+    assert "127.0.0.1" not in refused, refused
     rows = part_rows(tmp_path / "work")
     got = parse_vector(rows.loc[rows["locator"] == "gs://photos/img07.jpg", "embedding"].item())
     want = expected_vector("gcs", "gs://photos/img07.jpg", 128)
@@ -378,7 +389,7 @@ def test_run_checks_the_backend_configuration_before_listing(tmp_path, fresh_url
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1 and "no Google Cloud project" in result.stderr
+    assert result.returncode == 1 and "no Google credentials" in result.stderr, result.stderr
     assert not work.exists()  # before: the whole source was listed first
     typo = run_imgvec(
         "run", str(tmp_path / "images"), "--work-dir", str(work), "--backend", "vertex",

@@ -36,6 +36,8 @@ def embed_images(
                 continue
             if model.input_kind == "image":
                 yield ImageItem(locator, source=model.prepare(rgb))
+            elif hasattr(model, "source_for_image"):  # Vertex: PNG, within its size limit
+                yield ImageItem(locator, source=model.source_for_image(rgb))
             else:
                 buffer = io.BytesIO()
                 rgb.save(buffer, format="PNG")

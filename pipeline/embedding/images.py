@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -20,7 +21,28 @@ class BadImage(ValueError):
     """The object is not a usable image; the message is the reason recorded for it."""
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """An image as imgvec uses it (`image`: upright 8-bit RGB), and what the original was."""
+
+    image: Image.Image
+    format: str | None  # Pillow's name of the file format: "JPEG", "PNG", "WEBP", ...
+    mode: str  # the original's mode: "RGB", "CMYK", "I;16", "P", "RGBA", ...
+    frames: int  # more than one: an animation, of which the first frame is used
+    rotated: bool  # an EXIF orientation other than upright was applied
+
+    @property
+    def plain(self) -> bool:
+        """The original's pixels are the image as decoded: one upright frame of 8-bit RGB."""
+        return self.mode == "RGB" and self.frames == 1 and not self.rotated
+
+
 def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    return decode(data, max_pixels=max_pixels).image
+
+
+def decode(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """The image of `data` by imgvec's decode policy, or BadImage with the reason."""
     if not data:
         raise BadImage("empty object (0 bytes)")
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -47,7 +69,17 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         text = str(err) or type(err).__name__
         raise BadImage(f"corrupt image: {text}") from None
-    return to_rgb(image)
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # an unreadable EXIF block: exif_transpose ignores it too
+        orientation = 1
+    return Decoded(
+        to_rgb(image),
+        image.format,
+        image.mode,
+        getattr(image, "n_frames", 1),
+        orientation not in (None, 1),
+    )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -214,18 +214,23 @@ class _ToEmbed:
     def items(self, counts: Counter) -> Iterator[ImageItem]:
         seen: set[str] = set()
         with self.work.open_text(self.manifest) as fh:
+            names = ["locator", "content_hash", "status", "size", "content_type"]
             chunks = pd.read_csv(
                 fh,
-                usecols=["locator", "content_hash", "status", "size"],
+                # (a manifest of an older imgvec may lack content_type)
+                usecols=lambda column: column in names,
                 dtype="string",
                 keep_default_na=False,
                 chunksize=10_000,
             )
             for chunk in chunks:
                 wanted = []
+                if "content_type" not in chunk:
+                    chunk["content_type"] = ""
                 # (usecols keeps the file's column order: name the order wanted)
-                columns = chunk[["locator", "content_hash", "status", "size"]]
-                for locator, content_hash, status, size in columns.itertuples(index=False):
+                columns = chunk[names]
+                for row in columns.itertuples(index=False):
+                    locator, content_hash, status, size, content_type = row
                     if status in ("deleted", "skipped"):
                         continue
                     key = content_key(locator, content_hash or None)
@@ -242,6 +247,7 @@ class _ToEmbed:
                                 locator,
                                 content_hash=content_hash or None,
                                 size=int(size) if size else None,
+                                content_type=content_type or None,
                             )
                         )
                 stored = set()
@@ -274,11 +280,15 @@ def _embed_items(
         interrupt.check()
     progress = Progress("embed", "images", total=total)
 
+    load_source = getattr(backend, "load_source", None)
+
     def load(item: ImageItem) -> ImageItem:
-        if backend.input_kind == "locator_or_bytes" and item.locator.startswith("gs://"):
-            item.source = item.locator  # the service reads it from GCS itself
-            return item
         try:
+            if backend.input_kind == "locator_or_bytes" and load_source is not None:
+                # The backend decides what goes as a locator and what is read, checked and
+                # sent as bytes (Vertex: a gcsUri only for what it takes as stored).
+                item.source = load_source(item, reader)
+                return item
             data = reader.read(item.locator, size=item.size)
             image = decode_image(data)
             item.source = backend.prepare(image) if backend.input_kind == "image" else data

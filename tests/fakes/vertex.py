@@ -1,6 +1,12 @@
 """A local stand-in for Vertex AI's `multimodalembedding@001` predict endpoint (REST), reached by
 the real PredictionServiceClient. Deterministic vectors; injectable latency, per-minute quota,
-429/503 rates, 429 bursts and fixed per-image failures."""
+429/503 rates, 429 bursts and fixed per-image failures.
+
+It refuses (HTTP 400) what the service's documentation excludes: a `mimeType` other than
+image/jpeg or image/png; bytes that are not a complete image of that type (JPEG or PNG), or over
+20 MB once transcoded to PNG; a `gcsUri` object (read from the GCS emulator named by
+STORAGE_EMULATOR_HOST) over 20 MB as stored, of a type other than BMP, GIF, JPEG or PNG, or that is
+not a complete image. Every image it accepts is kept in `received`, decoded, for the tests."""
 
 from __future__ import annotations
 
@@ -8,15 +14,23 @@ import base64
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+
+MAX_BYTES = 20 * 1024 * 1024
+MIME_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
+GCS_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
 
 _PATH = re.compile(
     r"^/v1/projects/[^/]+/locations/[^/]+/publishers/google/models/multimodalembedding(@|%40)001:predict$"
@@ -48,6 +62,7 @@ class FakeVertex:
         self.config = config or FakeVertexConfig()
         self.stats: Counter = Counter()
         self.seen_uris: list[str] = []
+        self.received: list[Received] = []  # each image accepted
         self.success_times: list[float] = []
         self._window: deque[float] = deque()
         self._lock = threading.Lock()
@@ -120,6 +135,9 @@ class FakeVertex:
                 )
                 continue
             image = instance["image"]
+            mime = image.get("mimeType")
+            if mime is not None and mime not in MIME_TYPES:
+                return _invalid(f"Unsupported mimeType {mime}: use image/jpeg or image/png.")
             if "gcsUri" in image:
                 uri = image["gcsUri"]
                 with self._lock:
@@ -129,12 +147,25 @@ class FakeVertex:
                     return code, _error(
                         code, message, "INVALID_ARGUMENT" if code == 400 else "NOT_FOUND"
                     )
+                refused, decoded = _check_gcs_object(uri, mime)
+                if refused:
+                    return refused
                 vector = expected_vector("gcs", uri, dimension)
+                received = Received("gcs", uri, mime, decoded)
             else:
                 data = base64.b64decode(image["bytesBase64Encoded"])
-                if not _decodes(data):
-                    return 400, _error(400, "Unable to decode image", "INVALID_ARGUMENT")
+                decoded = _decode(data, {MIME_TYPES[mime]} if mime else set(MIME_TYPES.values()))
+                if decoded is None:
+                    return _invalid("Unable to decode image: not a valid image of its mimeType.")
+                if (
+                    decoded.width * decoded.height * 3 > MAX_BYTES
+                    and len(_png(decoded)) > MAX_BYTES
+                ):
+                    return _invalid("Image is larger than 20 MB once transcoded to PNG.")
                 vector = expected_vector("bytes", data, dimension)
+                received = Received("bytes", data, mime, decoded)
+            with self._lock:
+                self.received.append(received)
             predictions.append({"imageEmbedding": vector.tolist()})
         with self._lock:
             self.stats["ok"] += 1
@@ -152,14 +183,69 @@ class FakeVertex:
         return 503, _error(503, "The service is currently unavailable.", "UNAVAILABLE")
 
 
-def _decodes(data: bytes) -> bool:
-    from PIL import Image
+@dataclass
+class Received:
+    """An image the fake accepted: `payload` is the gcsUri or the bytes (`expected_vector`'s)."""
 
+    kind: str  # "bytes" or "gcs"
+    payload: bytes | str
+    mime_type: str | None
+    image: object  # PIL.Image, as decoded (no EXIF rotation applied), RGB
+
+    def vector(self, dimension: int) -> np.ndarray:
+        return expected_vector(self.kind, self.payload, dimension)
+
+
+def _decode(data: bytes, formats: set[str]):
+    """The image in full (a cut file fails), RGB, if it is one of `formats`; else None."""
+    from PIL import Image, ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        Image.open(io.BytesIO(data)).verify()
-        return True
+        image = Image.open(io.BytesIO(data))
+        if image.format not in formats:
+            return None
+        image.load()
+        return image.convert("RGB")
     except Exception:
-        return False
+        return None
+
+
+def _png(image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _check_gcs_object(uri: str, mime: str | None):
+    """(a refusal or None, the decoded image) for a gcsUri, read from the GCS emulator."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not emulator:
+        return None, None  # no store to look in: taken on trust
+    bucket, _, name = uri.removeprefix("gs://").partition("/")
+    base = f"{emulator.rstrip('/')}/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}"
+    try:
+        with urllib.request.urlopen(base, timeout=10) as response:
+            metadata = json.load(response)
+        with urllib.request.urlopen(base + "?alt=media", timeout=30) as response:
+            data = response.read()
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return (404, _error(404, f"Object {uri} not found.", "NOT_FOUND")), None
+        raise
+    if int(metadata.get("size", len(data))) > MAX_BYTES:
+        return _invalid("The Cloud Storage image is larger than 20 MB."), None
+    content_type = (metadata.get("contentType") or "").split(";")[0].strip()
+    if content_type not in {"image/jpeg", "image/png", "image/gif", "image/bmp"}:
+        return _invalid(f"Unsupported image type {content_type or 'none'}."), None
+    decoded = _decode(data, {MIME_TYPES[mime]} if mime else GCS_FORMATS)
+    if decoded is None:
+        return _invalid("Unable to decode image."), None
+    return None, decoded
+
+
+def _invalid(message: str) -> tuple[int, dict]:
+    return 400, _error(400, message, "INVALID_ARGUMENT")
 
 
 def _error(code: int, message: str, status: str) -> dict:

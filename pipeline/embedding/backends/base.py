@@ -26,6 +26,7 @@ class ImageItem:
     source: Any = None
     content_hash: str | None = None
     size: int | None = None  # as listed: an object over the cap fails before it is fetched
+    content_type: str | None = None  # as listed (a backend may take some types as they are)
 
 
 class ItemFailure(Exception):

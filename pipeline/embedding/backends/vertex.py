@@ -1,20 +1,32 @@
 """Google Vertex AI `multimodalembedding@001` through the gapic PredictionServiceClient (the
 `vertex` extra; the `vertexai.vision_models` wrapper is deprecated). One image per request, as the
-API requires; a client-side rate limit fills the quota, and quota errors are retried with backoff."""
+API requires; a client-side rate limit fills the quota, and quota errors are retried with backoff.
+
+Vertex gets only what it documents: JPEG or PNG (`mimeType` image/jpeg or image/png), at most 20 MB
+(base64 images: once transcoded to PNG; Cloud Storage images: as stored). What it is sent is the
+image the CLIP backend sees (imgvec's decode policy: upright by EXIF, 16-bit scaled, alpha over
+white): the original bytes when they are exactly that, else the decoded image re-encoded. A
+`gs://` object goes as `gcsUri` only when its listed type and size are accepted and a look at its
+first and last bytes shows a plain, complete JPEG or PNG; the others are read, decoded and sent as
+bytes, so an object that is not an image never costs a request."""
 
 from __future__ import annotations
 
 import base64
 import importlib.util
 import io
+import math
+import re
 import threading
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from pipeline.db.spaces import EmbeddingSpace
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
-from pipeline.embedding.images import BadImage, decode_image
+from pipeline.embedding.images import MAX_PIXELS, BadImage, Decoded, decode
 from pipeline.embedding.ratelimit import RateLimiter
 from pipeline.errors import ConfigError, UsageError
 
@@ -22,6 +34,29 @@ MODEL = "multimodalembedding@001"
 DIMENSIONS = (128, 256, 512, 1408)
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # the service's limit; it resizes to 512x512 anyway
 DEFAULT_REQUESTS_PER_MINUTE = 120  # the documented default quota
+#: the file formats sent as they are, and their `mimeType` (the only two the REST API names)
+MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+#: how much of a gs:// object is read to see whether it can go as a gcsUri
+PROBE_BYTES = 128 * 1024
+CREDENTIALS_HINT = (
+    "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
+    "service account key file; name the project with --project (or GOOGLE_CLOUD_PROJECT)"
+)
+
+
+@dataclass(frozen=True)
+class VertexImage:
+    """What one request carries for an image: bytes, or a Cloud Storage URI; and its mimeType."""
+
+    mime_type: str
+    data: bytes | None = None
+    gcs_uri: str | None = None
+
+    def instance(self) -> dict:
+        if self.gcs_uri is not None:
+            return {"gcsUri": self.gcs_uri, "mimeType": self.mime_type}
+        encoded = base64.b64encode(self.data).decode("ascii")
+        return {"bytesBase64Encoded": encoded, "mimeType": self.mime_type}
 
 
 class VertexBackend(EmbeddingBackend):
@@ -59,8 +94,15 @@ class VertexBackend(EmbeddingBackend):
                 "the vertex backend needs google-cloud-aiplatform",
                 hint="pip install 'imgvec[vertex]'",
             )
-        if project is None:
-            project = _default_project()
+        if credentials is None and not (api_endpoint or "").startswith("http://"):
+            # Found now, in one clear line if missing, not at the first request in a worker.
+            credentials, found_project = _default_credentials()
+            project = project or found_project
+        if not project:
+            raise ConfigError(
+                "no Google Cloud project for Vertex AI",
+                hint="pass --project or set GOOGLE_CLOUD_PROJECT",
+            )
         self.exceptions = exceptions
         self.dimension = dimension
         self.concurrency = concurrency
@@ -125,21 +167,41 @@ class VertexBackend(EmbeddingBackend):
             [self._predict({"text": text}, "textEmbedding") for text in texts], dtype=np.float32
         )
 
+    def load_source(self, item: ImageItem, reader) -> VertexImage:
+        """What to send for a listed object (in a reader thread): its gcsUri when Vertex takes
+        the object as stored, else the checked image's bytes. Raises BadImage or ItemFailure
+        (unreadable) for an object that must not cost a request."""
+        if item.locator.startswith("gs://"):
+            as_uri = _as_gcs_uri(item, reader)
+            if as_uri is not None:
+                return as_uri
+        data = reader.read(item.locator, size=item.size)
+        decoded = decode(data)
+        if item.locator.startswith("gs://") and _takes_as_stored(item, decoded, len(data)):
+            return VertexImage(MIME_TYPES[decoded.format], gcs_uri=item.locator)
+        return request_image(decoded, data)
+
+    def source_for_image(self, image) -> VertexImage:
+        """What to send for an RGB PIL image (the notebook API)."""
+        return request_image(Decoded(image, None, image.mode, 1, False), None)
+
     def _embed_image(self, item: ImageItem) -> Result:
         source = item.source
-        if isinstance(source, str) and source.startswith("gs://"):
-            image = {"gcsUri": source}  # the service reads the object itself: nothing downloaded
-        else:
-            try:
-                image = {
-                    "bytesBase64Encoded": base64.b64encode(_within_limit(source)).decode("ascii")
-                }
-            except BadImage as err:
-                return ItemFailure(str(err))
         try:
-            return np.array(self._predict({"image": image}, "imageEmbedding"), dtype=np.float32)
+            if isinstance(source, VertexImage):
+                image = source
+            elif isinstance(source, str) and source.startswith("gs://"):
+                mime = MIME_TYPES.get(_format_by_name(source), "image/jpeg")
+                image = VertexImage(mime, gcs_uri=source)
+            else:  # bytes (a query image): checked and sent as the CLIP backend would see them
+                image = request_image(decode(source), source)
+        except BadImage as err:
+            return ItemFailure(str(err))
+        try:
+            vector = self._predict({"image": image.instance()}, "imageEmbedding")
+            return np.array(vector, dtype=np.float32)
         except (self.exceptions.BadRequest, self.exceptions.NotFound) as err:
-            return ItemFailure(f"Vertex AI refused the image: {err.message}", permanent=True)
+            return ItemFailure(f"Vertex AI refused the image: {_reason(err)}", permanent=True)
         except self._retryable as err:
             return ItemFailure(
                 f"Vertex AI kept failing for {self.retry_deadline:.0f}s: {type(err).__name__}",
@@ -170,27 +232,112 @@ class VertexBackend(EmbeddingBackend):
         return list(response.predictions[0][field])
 
 
-def _within_limit(data: bytes) -> bytes:
-    """Bytes under the service's 20 MB limit: larger images are downscaled client-side."""
-    if len(data) <= MAX_IMAGE_BYTES:
-        return data
-    image = decode_image(data)
-    image.thumbnail((2048, 2048))
+def request_image(decoded: Decoded, data: bytes | None) -> VertexImage:
+    """The bytes to send for an image decoded by imgvec's policy: the original `data` when it is
+    exactly that image in a format Vertex takes, within the limit; else the decoded image
+    re-encoded (JPEG for a JPEG original, a photo; PNG otherwise), downscaled past the limit."""
+    image = decoded.image
+    fits = _png_size_bound(*image.size) <= MAX_IMAGE_BYTES
+    if data is not None and decoded.format in MIME_TYPES and decoded.plain and fits:
+        return VertexImage(MIME_TYPES[decoded.format], data=data)
+    if not fits:
+        # The limit is on the image once transcoded to PNG: keep the raw RGB under it (the
+        # service resizes to 512x512 anyway, so nothing it uses is lost).
+        width, height = image.size
+        scale = math.sqrt((MAX_IMAGE_BYTES - 65536 - height) / _png_size_bound(width, height))
+        image = image.resize((max(1, int(width * scale)), max(1, int(height * scale))))
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=90)
-    return out.getvalue()
+    if decoded.format == "JPEG":
+        image.save(out, format="JPEG", quality=95)
+        return VertexImage("image/jpeg", data=out.getvalue())
+    image.save(out, format="PNG")
+    return VertexImage("image/png", data=out.getvalue())
 
 
-def _default_project() -> str:
+def _png_size_bound(width: int, height: int) -> int:
+    """An upper bound on the size of an 8-bit RGB image as PNG (no compression at all: the
+    filter byte per row, zlib's stored-block and the chunks' overheads)."""
+    raw = height * (width * 3 + 1)
+    return int(raw * 1.001) + 4096
+
+
+def _format_by_name(locator: str) -> str | None:
+    suffix = locator.rsplit(".", 1)[-1].lower()
+    return {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG"}.get(suffix)
+
+
+def _as_gcs_uri(item: ImageItem, reader) -> VertexImage | None:
+    """The object as a gcsUri if its listed type and size are accepted and its first and last
+    bytes show a complete, plain (upright 8-bit RGB, one frame) JPEG or PNG of that type; None
+    when it must be read and checked in full. A look costs one or two small range reads."""
+    from PIL import Image
+
+    content_type = (item.content_type or "").split(";")[0].strip().lower()
+    size = item.size
+    if content_type not in MIME_TYPES.values() or not size or size > MAX_IMAGE_BYTES:
+        return None
+    if size <= PROBE_BYTES:
+        return None  # as cheap to read it all and check it fully (then `_takes_as_stored`)
+    try:
+        head = _read_range(reader, item.locator, 0, PROBE_BYTES - 1)
+        tail = _read_range(reader, item.locator, size - 16, size - 1)
+        image = Image.open(io.BytesIO(head))
+        width, height = image.size
+        if image.format == "JPEG":
+            orientation = image.getexif().get(0x0112, 1)
+            complete = tail.rstrip(b"\0").endswith(b"\xff\xd9")
+        elif image.format == "PNG":
+            # (an eXIf chunk after the pixel data is not seen here)
+            exif = Image.Exif()
+            if image.info.get("exif"):
+                exif.load(image.info["exif"])
+            orientation = exif.get(0x0112, 1)
+            complete = tail.endswith(b"IEND\xaeB`\x82")
+        else:
+            return None
+    except Exception:  # unreadable, not an image, a cut header: the full read says why
+        return None
+    plain = (
+        image.mode == "RGB"
+        and getattr(image, "n_frames", 1) == 1
+        and orientation in (None, 1)
+        and width * height <= MAX_PIXELS
+    )
+    if not (complete and plain and MIME_TYPES[image.format] == content_type):
+        return None
+    return VertexImage(content_type, gcs_uri=item.locator)
+
+
+def _takes_as_stored(item: ImageItem, decoded: Decoded, size: int) -> bool:
+    """A gs:// object read and decoded: Vertex may read it itself (as its listed type)."""
+    content_type = (item.content_type or "").split(";")[0].strip().lower()
+    return (
+        decoded.format in MIME_TYPES
+        and MIME_TYPES[decoded.format] == content_type
+        and decoded.plain
+        and size <= MAX_IMAGE_BYTES
+    )
+
+
+def _read_range(reader, locator: str, start: int, end: int) -> bytes:
+    parts = urlsplit(locator)
+    blob = reader._gcs().bucket(parts.netloc).blob(parts.path.lstrip("/"))
+    return blob.download_as_bytes(start=start, end=end)
+
+
+def _reason(err) -> str:
+    """The service's message, without the request's URL (it names the project)."""
+    message = str(getattr(err, "message", "") or err)
+    message = re.sub(r"^(POST|GET) \S+: ", "", message)
+    return re.sub(r"\S*projects/[^\s:]+(:\w+)?", "…", message)
+
+
+def _default_credentials():
+    """Application Default Credentials and their project, or one clear line saying how."""
     import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        _, project = google.auth.default()
-    except Exception:
-        project = None
-    if not project:
-        raise ConfigError(
-            "no Google Cloud project for Vertex AI",
-            hint="pass --project or set GOOGLE_CLOUD_PROJECT",
-        )
-    return project
+        return google.auth.default()
+    except DefaultCredentialsError:
+        raise ConfigError("no Google credentials for Vertex AI", hint=CREDENTIALS_HINT) from None
