@@ -1,0 +1,137 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker daemon: rendered by the compose
+binary when one is installed (Debian 12's docker-compose 1.29, or `docker compose` v2), read with
+PyYAML always; and the credentials as the container passes them (PGUSER / PGPASSWORD beside a
+DATABASE_URL without them) reaching imgvec's own connection code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import _admin
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+HOSTILE_PASSWORD = "p@ss:w/rd #$1 \"'%?&="
+
+
+def compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+def _imgvec_service(doc: dict) -> dict:
+    return doc["services"]["imgvec"]
+
+
+def _check_points(doc: dict, password: str) -> None:
+    imgvec = _imgvec_service(doc)
+    # An image built once from the Dockerfile; nothing installed at run time.
+    assert imgvec.get("build") not in (None, "") and "pip" not in str(imgvec.get("entrypoint"))
+    assert "pip" not in str(imgvec.get("command"))
+    # The work dir on the `work` volume.
+    env = imgvec["environment"]
+    assert env["IMGVEC_WORK_DIR"] == "/work"
+    mounts = [str(v) for v in imgvec["volumes"]]
+    assert any(m.startswith("work:/work") for m in mounts), mounts
+    assert "work" in doc["volumes"]
+    # The password travels as PGPASSWORD, the same as the server's, and never inside the URL.
+    assert env["PGPASSWORD"] == password
+    assert doc["services"]["db"]["environment"]["POSTGRES_PASSWORD"] == password
+    assert env["PGUSER"] == doc["services"]["db"]["environment"]["POSTGRES_USER"]
+    assert password not in env["DATABASE_URL"] and "@" not in env["DATABASE_URL"]
+
+
+def test_compose_file_as_written():
+    doc = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    _check_points(doc, "${IMGVEC_DB_PASSWORD:-imgvec}")
+    assert _imgvec_service(doc)["build"] == "."
+
+
+def test_compose_config_renders_with_a_hostile_password(tmp_path):
+    command = compose_command()
+    if command is None:
+        pytest.skip("no compose binary (apt-get install docker-compose)")
+    env = dict(os.environ, IMGVEC_DB_PASSWORD=HOSTILE_PASSWORD, IMGVEC_IMAGES=str(tmp_path))
+    result = subprocess.run(
+        [*command, "-f", str(COMPOSE), "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = yaml.safe_load(result.stdout)
+    # `config` prints a file to reuse, so a literal $ is written escaped as $$.
+    for service in doc["services"].values():
+        for key, value in service.get("environment", {}).items():
+            service["environment"][key] = str(value).replace("$$", "$")
+    _check_points(doc, HOSTILE_PASSWORD)
+
+
+def test_dockerfile_builds_cpu_torch_and_the_extras():
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert dockerfile.startswith("#") and "\nFROM python:3.12-slim\n" in dockerfile
+    torch_line = next(
+        line for line in dockerfile.splitlines() if " torch" in line and "pip" in line
+    )
+    assert "download.pytorch.org/whl/cpu" in torch_line
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    wanted = ",".join(sorted(set(extras) - {"dev"}))
+    assert f"pip install '.[{wanted}]'" in dockerfile
+    assert "ENV IMGVEC_WORK_DIR=/work" in dockerfile and 'ENTRYPOINT ["imgvec"]' in dockerfile
+    # Everything the package build reads is in the build context.
+    ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    copied = {
+        source
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+    }
+    for needed in ("pyproject.toml", "README.md", "pipeline/", "migrations/", "sql/"):
+        assert f"!{needed}" in ignore
+        assert needed.rstrip("/") in copied
+
+
+async def test_credentials_from_pguser_and_pgpassword_reach_imgvecs_connection(
+    fresh_url, server_url
+):
+    """As in the container: DATABASE_URL without a user, PGUSER / PGPASSWORD beside it."""
+    role = "compose_user"
+    await _admin(server_url, f"DROP ROLE IF EXISTS {role}")
+    await _admin(server_url, f"CREATE ROLE {role} LOGIN PASSWORD 'x'")
+    try:
+        bare = fresh_url.replace("postgresql://postgres@/", "postgresql:///")
+        env = dict(os.environ, DATABASE_URL=bare, PGUSER=role, PGPASSWORD=HOSTILE_PASSWORD)
+        code = (
+            "import asyncio\n"
+            "from pipeline.db.connection import connect, resolve_url\n"
+            "from pipeline.settings import Settings\n"
+            "async def main():\n"
+            "    conn = await connect(await resolve_url(Settings()), register_vector=False)\n"
+            "    print(await conn.fetchval('SELECT current_user'))\n"
+            "    await conn.close()\n"
+            "asyncio.run(main())\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == role
+    finally:
+        await _admin(server_url, f"DROP ROLE IF EXISTS {role}")
