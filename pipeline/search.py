@@ -165,8 +165,12 @@ async def _nearest(conn, space: EmbeddingSpace, space_id, source_id, query, k, e
 
 
 async def _has_iterative_scans(conn) -> bool:
+    """pgvector >= 0.8 in this database (`imgvec db status` notes an older one, and how to update
+    it); older ones search without iterative scans: a source may then get fewer than k rows."""
+    from pipeline.db import ITERATIVE_SCANS, version_tuple
+
     version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-    return version is not None and tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)
+    return version is not None and version_tuple(version) >= ITERATIVE_SCANS
 
 
 async def _anything_loaded(conn, space_id: int | None, source_id: int | None) -> bool:

@@ -20,7 +20,14 @@
 \if :{?since} \else \set since '' \endif
 \if :{?k} \else \set k 10 \endif
 \if :{?explain} \else \set explain '' \endif
+-- Iterative scans need pgvector 0.8 in this database; an older one searches without (with a note).
+SELECT coalesce((SELECT string_to_array(extversion, '.')::int[] >= '{0,8}' FROM pg_extension
+                 WHERE extname = 'vector'), false) AS iterative_scans \gset
+\if :iterative_scans
 SET hnsw.iterative_scan = relaxed_order;
+\else
+\warn 'note: this database''s pgvector is older than 0.8 (no iterative index scans): a selective filter may return fewer than k rows. For all k: ALTER EXTENSION vector UPDATE; (its owner or a superuser; pgvector 0.8 on the server), see imgvec db status'
+\endif
 :explain SELECT * FROM (
     SELECT i.image_id, o.content_type, o.updated_at,
            i.embedding <-> (SELECT image_vector(:'image')) AS distance
@@ -32,4 +39,6 @@ SET hnsw.iterative_scan = relaxed_order;
     ORDER BY distance
     LIMIT :k
 ) nearest ORDER BY distance;  -- relaxed_order may return rows slightly out of order: re-sort
+\if :iterative_scans
 RESET hnsw.iterative_scan;
+\endif

@@ -122,7 +122,7 @@ async def open_database(settings: Settings | None = None) -> AsyncIterator[async
     # cut either); on a database not yet migrated there is no vector type to register yet.
     conn = await connect(url, timeout=settings.connect_timeout, register_vector=True)
     try:
-        await check_server(conn, url)
+        pgvector = await check_server(conn, url)
         try:
             migrated = await ensure_schema(url, conn)
         except Exception as err:
@@ -132,9 +132,39 @@ async def open_database(settings: Settings | None = None) -> AsyncIterator[async
             from pgvector.asyncpg import register_vector
 
             await register_vector(conn)  # again: the migration may have created the extension
+            pgvector = await pgvector_of(conn)
+        await pin_iterative_scans(conn, pgvector)
         yield conn
     finally:
         await conn.close()
+
+
+SIMILAR_IMAGES = "similar_images(text, integer, integer)"
+
+
+async def pin_iterative_scans(conn: asyncpg.Connection, pgvector: Pgvector) -> bool:
+    """similar_images() reads the index on until k rows pass its filters with pgvector >= 0.8
+    (migration 0006 pins hnsw.iterative_scan on it). A database migrated on an older extension
+    and updated since (ALTER EXTENSION vector UPDATE) gets the pin here, by the function's owner.
+    True when it pinned."""
+    if pgvector.installed is None or version_tuple(pgvector.installed) < ITERATIVE_SCANS:
+        return False
+    row = await conn.fetchrow(
+        "SELECT proconfig, pg_has_role(proowner, 'USAGE') AS mine FROM pg_proc "
+        "WHERE oid = to_regprocedure($1)",
+        SIMILAR_IMAGES,
+    )
+    if row is None or not row["mine"]:
+        return False
+    if any(entry.startswith("hnsw.iterative_scan=") for entry in row["proconfig"] or ()):
+        return False
+    try:
+        await conn.execute(
+            f"ALTER FUNCTION {SIMILAR_IMAGES} SET hnsw.iterative_scan = strict_order"
+        )
+    except asyncpg.PostgresError:  # another process pinning at the same moment: it is done
+        return False
+    return True
 
 
 async def raise_if_permission_denied(conn: asyncpg.Connection, err: BaseException) -> None:
