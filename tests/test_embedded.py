@@ -213,3 +213,17 @@ async def test_grant_reader_on_the_embedded_server_points_to_a_shared_one(server
         assert not await conn.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", role)
     finally:
         await conn.close()
+
+
+def test_db_downgrade_goes_back_and_upgrade_returns(fresh_url):
+    env = {"DATABASE_URL": fresh_url}
+    head = run_imgvec("db", "upgrade", env=env).stdout.split()[-1]
+    back = run_imgvec("db", "downgrade", "-1", env=env)
+    previous = back.stdout.split()[-1]
+    assert back.stdout.startswith("schema at ") and previous not in ("", head, "None"), back.stdout
+    assert json.loads(run_imgvec("db", "status", "--json", env=env).stdout)["schema"] == previous
+    wrong = run_imgvec("db", "downgrade", "no-such-revision", env=env, check=False)
+    assert wrong.returncode == 2, wrong.stderr
+    assert wrong.stderr.startswith("imgvec: error: cannot downgrade to 'no-such-revision'")
+    assert "unexpected" not in wrong.stderr
+    assert run_imgvec("db", "upgrade", env=env).stdout.split()[-1] == head

@@ -127,7 +127,7 @@ def upgrade(ctx: typer.Context) -> None:
     typer.echo(f"schema at {asyncio.run(_migrated_revision(ctx.obj))}")
 
 
-@db_app.command()
+@db_app.command(context_settings={"ignore_unknown_options": True})  # `-1` is a revision
 def downgrade(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="the revision to go back to, e.g. 0007 or -1")],
@@ -147,8 +147,16 @@ async def _downgraded_revision(settings: Settings, revision: str) -> str | None:
     conn = await connect(url, timeout=settings.connect_timeout, register_vector=False)
     try:
         await check_server(conn, url)
+        from alembic.util.exc import CommandError
+
         try:
             await downgrade(url, revision)
+        except CommandError as err:  # no such revision, or not below the current one
+            raise UsageError(
+                f"cannot downgrade to {revision!r}: {err}",
+                hint="give a revision below the current one (`imgvec db status` names it), "
+                "e.g. -1 for one step, or base for none",
+            ) from err
         except Exception as err:
             await raise_if_permission_denied(conn, err)
             raise
