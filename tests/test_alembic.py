@@ -121,3 +121,75 @@ async def test_offline_sql_runs_in_psql_to_the_same_schema(fresh_url, server_url
     down = alembic("downgrade", f"{head_revision()}:base", "--sql")
     assert down.returncode == 0, down.stderr
     assert "DROP TABLE IF EXISTS objects" in down.stdout
+
+
+SPACE_AT_0004 = [
+    "INSERT INTO embedding_spaces (name, backend, model, weights, dimension, normalized, is_default)"
+    " VALUES ('clip/ViT-B-32/none/512', 'clip', 'ViT-B-32', 'none', 512, true, true)",
+    "CREATE TABLE embeddings_space_1 PARTITION OF embeddings FOR VALUES IN (1)",
+    "INSERT INTO objects (locator, scheme, bucket, key, name)"
+    " VALUES ('gs://p/IMG001.jpg', 'gs', 'p', 'IMG001.jpg', 'IMG001.jpg')",
+    # The view as making the space the default left it then (pipeline.db.spaces).
+    "DROP VIEW image_embeddings",
+    "CREATE VIEW image_embeddings AS SELECT o.name AS image_id, o.locator AS content,"
+    " e.embedding::vector(512) AS embedding FROM embeddings e"
+    " JOIN objects o ON o.object_id = e.object_id WHERE e.space_id = 1 AND o.deleted_at IS NULL",
+]
+DATA_STEPS = {
+    "storage": "SELECT attstorage::text FROM pg_attribute"
+    " WHERE attrelid = 'embeddings_space_1'::regclass AND attname = 'embedding'",
+    "view": "SELECT pg_get_viewdef('image_embeddings'::regclass)",
+    "pin": "SELECT proconfig::text FROM pg_proc WHERE proname = 'similar_images'",
+}
+
+
+async def _at_0004_with_a_space(url: str) -> None:
+    await upgrade(url, "0004_analyst_functions")
+    conn = await connect(url, register_vector=False)
+    try:
+        for statement in SPACE_AT_0004:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _data_steps(url: str) -> dict[str, str]:
+    conn = await connect(url, register_vector=False)
+    try:
+        return {name: await conn.fetchval(query) for name, query in DATA_STEPS.items()}
+    finally:
+        await conn.close()
+
+
+async def test_offline_sql_does_the_data_steps_as_the_online_upgrade(
+    fresh_url, server_url, tmp_path
+):
+    """0005 and 0006 read the data online (which spaces, the default space, pgvector's version);
+    offline their DO blocks decide on the server and leave the same result."""
+    if shutil.which("psql") is None:
+        pytest.skip("no psql")
+    from tests.conftest import create_database, drop_database
+
+    await _at_0004_with_a_space(fresh_url)
+    await upgrade(fresh_url)
+    online = await _data_steps(fresh_url)
+    assert online["storage"] == "p" and "vector(512)" in online["view"]
+    assert "iterative_scan" in online["pin"]
+
+    name, offline_url = await create_database(server_url)
+    try:
+        await _at_0004_with_a_space(offline_url)
+        result = alembic("upgrade", "0004_analyst_functions:head", "--sql")
+        assert result.returncode == 0, result.stderr
+        script = tmp_path / "upgrade.sql"
+        script.write_text(result.stdout, encoding="utf-8")
+        applied = subprocess.run(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", offline_url, "-f", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert applied.returncode == 0, applied.stderr
+        assert await _data_steps(offline_url) == online
+    finally:
+        await drop_database(server_url, name)
