@@ -177,3 +177,29 @@ def test_a_missing_extra_names_what_to_install(tmp_path, fresh_url, module, extr
     assert result.returncode == 1, result.stderr
     assert "unexpected" not in result.stderr and "report it" not in result.stderr, result.stderr
     assert extra in result.stderr, result.stderr
+
+
+def test_the_other_fix_a_schema_of_the_roles_own_works(fresh_url, roles):
+    """The second way out of "permission denied for schema public": CREATE SCHEMA AUTHORIZATION,
+    found first on the default search_path; imgvec's tables land there and grant-reader follows."""
+    database = make_url(fresh_url).database
+    app = roles("app")
+    env = {"DATABASE_URL": as_role(fresh_url, app)}
+    psql(
+        fresh_url,
+        "-c",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        "-c",
+        "CREATE EXTENSION vector",
+    )
+    refused = run_imgvec("db", "upgrade", env=env, check=False)
+    stderr = clear_refusal(refused, app, database)
+    assert f"psql -d {database} -c 'CREATE SCHEMA AUTHORIZATION {app};'" in stderr
+    psql(fresh_url, "-c", f"CREATE SCHEMA AUTHORIZATION {app}")
+    assert run_imgvec("db", "upgrade", env=env).returncode == 0
+    assert (
+        psql(
+            fresh_url, "-c", "SELECT schemaname FROM pg_tables WHERE tablename = 'runs'"
+        ).stdout.strip()
+        == app
+    )
