@@ -6,6 +6,7 @@ DATABASE_URL without them) reaching imgvec's own connection code."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,7 +56,15 @@ def _check_points(doc: dict, password: str) -> None:
 
 
 def test_compose_file_as_written():
-    doc = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    text = COMPOSE.read_text(encoding="utf-8")
+    # Compose interpolates $NAME, ${NAME…}; a literal $ is $$. docker-compose 1.29 rejects any
+    # other $ (e.g. "$@"), where v2 lets it through.
+    body = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    bad = re.findall(
+        r"\$(?!\$|\{[A-Za-z_][A-Za-z0-9_]*(?:[:?-][^}]*)?\}|[A-Za-z_])", body.replace("$$", "")
+    )
+    assert not bad, bad
+    doc = yaml.safe_load(text)
     _check_points(doc, "${IMGVEC_DB_PASSWORD:-imgvec}")
     assert _imgvec_service(doc)["build"] == "."
 
