@@ -25,7 +25,7 @@ from pipeline.embedding.images import decode_image
 from pipeline.embedding.stage import embed_work_dir
 from pipeline.listing import list_source
 from pipeline.settings import Settings
-from tests.conftest import IMGVEC
+from tests.conftest import IMGVEC, run_imgvec
 from tests.fakes.vertex import FakeVertex
 from tests.images import encode, hostile, odd_but_valid, write_images
 
@@ -181,6 +181,7 @@ def test_no_google_credentials_says_how(tmp_path, fresh_url):
         "NO_GCE_CHECK": "True",
     }
     work = tmp_path / "work"
+    run_imgvec("list", str(tmp_path / "images"), "--work-dir", str(work), env=env)
     for project in (["--project", "my-project"], []):
         result = subprocess.run(
             [*IMGVEC, "embed", "--work-dir", str(work), "--backend", "vertex", *project],
