@@ -177,7 +177,7 @@ class VertexBackend(EmbeddingBackend):
                 return as_uri
         data = reader.read(item.locator, size=item.size)
         decoded = decode(data)
-        if item.locator.startswith("gs://") and _takes_as_stored(item, decoded, len(data)):
+        if item.locator.startswith("gs://") and _takes_as_stored(item, decoded, data):
             return VertexImage(MIME_TYPES[decoded.format], gcs_uri=item.locator)
         return request_image(decoded, data)
 
@@ -238,7 +238,7 @@ def request_image(decoded: Decoded, data: bytes | None) -> VertexImage:
     re-encoded (JPEG for a JPEG original, a photo; PNG otherwise), downscaled past the limit."""
     image = decoded.image
     fits = _png_size_bound(*image.size) <= MAX_IMAGE_BYTES
-    if data is not None and decoded.format in MIME_TYPES and decoded.plain and fits:
+    if data is not None and decoded.format in MIME_TYPES and _plain(decoded, data) and fits:
         return VertexImage(MIME_TYPES[decoded.format], data=data)
     if not fits:
         # The limit is on the image once transcoded to PNG: keep the raw RGB under it (the
@@ -252,6 +252,12 @@ def request_image(decoded: Decoded, data: bytes | None) -> VertexImage:
         return VertexImage("image/jpeg", data=out.getvalue())
     image.save(out, format="PNG")
     return VertexImage("image/png", data=out.getvalue())
+
+
+def _plain(decoded: Decoded, data: bytes) -> bool:
+    """The original's pixels are the decoded image (a 16-bit RGB PNG opens as RGB in Pillow: its
+    header's bit depth tells it apart)."""
+    return decoded.plain and (decoded.format != "PNG" or data[24:25] == b"\x08")
 
 
 def _png_size_bound(width: int, height: int) -> int:
@@ -292,7 +298,7 @@ def _as_gcs_uri(item: ImageItem, reader) -> VertexImage | None:
             if image.info.get("exif"):
                 exif.load(image.info["exif"])
             orientation = exif.get(0x0112, 1)
-            complete = tail.endswith(b"IEND\xaeB`\x82")
+            complete = tail.endswith(b"IEND\xaeB`\x82") and head[24:25] == b"\x08"
         else:
             return None
     except Exception:  # unreadable, not an image, a cut header: the full read says why
@@ -308,14 +314,14 @@ def _as_gcs_uri(item: ImageItem, reader) -> VertexImage | None:
     return VertexImage(content_type, gcs_uri=item.locator)
 
 
-def _takes_as_stored(item: ImageItem, decoded: Decoded, size: int) -> bool:
+def _takes_as_stored(item: ImageItem, decoded: Decoded, data: bytes) -> bool:
     """A gs:// object read and decoded: Vertex may read it itself (as its listed type)."""
     content_type = (item.content_type or "").split(";")[0].strip().lower()
     return (
         decoded.format in MIME_TYPES
         and MIME_TYPES[decoded.format] == content_type
-        and decoded.plain
-        and size <= MAX_IMAGE_BYTES
+        and _plain(decoded, data)
+        and len(data) <= MAX_IMAGE_BYTES
     )
 
 
