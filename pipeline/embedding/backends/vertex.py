@@ -344,6 +344,7 @@ def _default_credentials():
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        return google.auth.default()
+        # Scoped as the client would scope its own: credentials passed in are used as they are.
+        return google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     except DefaultCredentialsError:
         raise ConfigError("no Google credentials for Vertex AI", hint=CREDENTIALS_HINT) from None
