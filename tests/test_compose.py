@@ -1,10 +1,11 @@
 """docker-compose.yml and the Dockerfile, checked without a Docker daemon: rendered by the compose
 binary when one is installed (Debian 12's docker-compose 1.29, or `docker compose` v2), read with
-PyYAML always; and the credentials as the container passes them (PGUSER / PGPASSWORD beside a
-DATABASE_URL without them) reaching imgvec's own connection code."""
+PyYAML always; and the credentials as the container passes them (PGPASSWORD beside a
+DATABASE_URL without it) reaching imgvec's own connection code."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -12,11 +13,13 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from tests.conftest import _admin
+from pipeline.db.embedded import EmbeddedPostgres
+from tests.conftest import _admin, run_imgvec
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -51,8 +54,9 @@ def _check_points(doc: dict, password: str) -> None:
     # The password travels as PGPASSWORD, the same as the server's, and never inside the URL.
     assert env["PGPASSWORD"] == password
     assert doc["services"]["db"]["environment"]["POSTGRES_PASSWORD"] == password
-    assert env["PGUSER"] == doc["services"]["db"]["environment"]["POSTGRES_USER"]
-    assert password not in env["DATABASE_URL"] and "@" not in env["DATABASE_URL"]
+    url = urlsplit(env["DATABASE_URL"])
+    assert url.username == doc["services"]["db"]["environment"]["POSTGRES_USER"]
+    assert url.password is None and password not in env["DATABASE_URL"]
 
 
 def test_compose_file_as_written():
@@ -117,30 +121,54 @@ def test_dockerfile_builds_cpu_torch_and_the_extras():
         assert needed.rstrip("/") in copied
 
 
-async def test_credentials_from_pguser_and_pgpassword_reach_imgvecs_connection(
-    fresh_url, server_url
-):
-    """As in the container: DATABASE_URL without a user, PGUSER / PGPASSWORD beside it."""
-    role = "compose_user"
-    await _admin(server_url, f"DROP ROLE IF EXISTS {role}")
-    await _admin(server_url, f"CREATE ROLE {role} LOGIN PASSWORD 'x'")
+def test_pgpassword_beside_a_url_without_one_reaches_imgvec_and_psycopg(tmp_path):
+    """As in the container: DATABASE_URL names the user but no password; PGPASSWORD (any
+    characters) is beside it. A server of the test's own that checks passwords (scram) for the
+    role (a superuser, as POSTGRES_USER is): imgvec's connection (asyncpg), `imgvec psql` and psycopg
+    log in, a wrong one is refused."""
+    server = EmbeddedPostgres(tmp_path / "pgdata")
+    status = server.start()
     try:
-        bare = fresh_url.replace("postgresql://postgres@/", "postgresql:///")
-        env = dict(os.environ, DATABASE_URL=bare, PGUSER=role, PGPASSWORD=HOSTILE_PASSWORD)
-        code = (
-            "import asyncio\n"
-            "from pipeline.db.connection import connect, resolve_url\n"
-            "from pipeline.settings import Settings\n"
-            "async def main():\n"
-            "    conn = await connect(await resolve_url(Settings()), register_vector=False)\n"
-            "    print(await conn.fetchval('SELECT current_user'))\n"
-            "    await conn.close()\n"
-            "asyncio.run(main())\n"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-        )
+        admin_url = status.url("postgres")
+        literal = HOSTILE_PASSWORD.replace("'", "''")
+        asyncio.run(_admin(admin_url, f"CREATE ROLE {ROLE} LOGIN SUPERUSER PASSWORD '{literal}'"))
+        hba = server.pgdata / "pg_hba.conf"
+        hba.write_text(f"local all {ROLE} scram-sha-256\n" + hba.read_text())
+        asyncio.run(_admin(admin_url, "SELECT pg_reload_conf()"))
+        url = admin_url.replace("postgresql://postgres@/", f"postgresql://{ROLE}@/")
+        env = dict(os.environ, DATABASE_URL=url, PGPASSWORD=HOSTILE_PASSWORD)
+
+        def whoami(env: dict) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-c", WHOAMI], env=env, capture_output=True, text=True, timeout=60
+            )
+
+        result = whoami(env)
         assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == role
+        assert result.stdout.split() == [ROLE, ROLE]
+        refused = whoami(env | {"PGPASSWORD": "wrong"})
+        assert refused.returncode != 0 and "password" in refused.stderr
+        if shutil.which("psql"):
+            out = run_imgvec("psql", "-tA", "-c", "SELECT current_user", env=env)
+            assert out.stdout.strip() == ROLE
     finally:
-        await _admin(server_url, f"DROP ROLE IF EXISTS {role}")
+        server.stop()
+
+
+ROLE = "compose_user"
+# imgvec's own connection code (asyncpg) and psycopg (the analysts' recipe) on DATABASE_URL.
+WHOAMI = """
+import asyncio, os
+import psycopg
+from pipeline.db.connection import connect, resolve_url
+from pipeline.settings import Settings
+
+async def main():
+    conn = await connect(await resolve_url(Settings()), register_vector=False, timeout=3)
+    print(await conn.fetchval("SELECT current_user"))
+    await conn.close()
+
+asyncio.run(main())
+with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+    print(conn.execute("SELECT current_user").fetchone()[0])
+"""
