@@ -111,12 +111,12 @@ def permission_problem(
             "grants (that needs no more than owning imgvec's tables)",
         )
     if "permission denied for table" in text or "must be owner of" in text:
+        reader = role or "ROLE"
         return PermissionProblem(
             f"{who} may not use imgvec's tables in {where} ({text})",
-            hint="imgvec's schema there belongs to another role: connect as that role (the owner "
-            "of alembic_version: psql -d "
-            f"{db} -c '\\dt alembic_version'), or have it run: GRANT ALL ON ALL TABLES IN SCHEMA "
-            f"public TO {grantee};",
+            hint="imgvec's tables there belong to another role (psql -d "
+            f"{db} -c '\\dt alembic_version' names it): run imgvec as that role, or, for "
+            f"read-only use (search, psql), have it run: imgvec db grant-reader {reader}",
         )
     return PermissionProblem(
         f"permission denied to {who} in {where}: {text}",

@@ -117,6 +117,10 @@ def test_a_role_without_privileges_is_told_each_next_step(fresh_url, roles):
         "search", "red", env={"DATABASE_URL": as_role(fresh_url, other)}, check=False
     )
     stderr = clear_refusal(refused, other, database, "alembic_version")
+    assert f"have it run: imgvec db grant-reader {other}" in stderr
+    run_imgvec("db", "grant-reader", other, env=env)  # as app, the tables' owner
+    read = run_imgvec("db", "upgrade", env={"DATABASE_URL": as_role(fresh_url, other)})
+    assert read.stdout.startswith("schema at 0"), read.stdout
 
     # 5. grant-reader by a role without CREATEROLE: an administrator creates the role, and
     # grant-reader (granting only) then goes through.

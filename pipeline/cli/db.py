@@ -279,6 +279,7 @@ async def _describe(url: str, timeout: float) -> dict:
             problems.append("imgvec needs PostgreSQL 15 or newer")
         if (problem := pgvector.problem(database)) is not None:
             problems.append(f"{problem[0]}; {problem[1]}")
+            notes = []  # the problem says what to do
         try:
             schema = await current_revision(conn)
         except asyncpg_errors() as err:
