@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "IMGVEC_DATABASE_URL"),
-        description="PostgreSQL (>= 15, pgvector >= 0.7) to use; unset = embedded server.",
+        description="PostgreSQL (>= 15, pgvector >= 0.5) to use; unset = embedded server.",
     )
     home: Path = Field(
         default_factory=default_home,
