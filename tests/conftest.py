@@ -79,6 +79,22 @@ def fresh_settings(fresh_url, imgvec_home) -> Settings:
     return Settings(home=imgvec_home, database_url=fresh_url)
 
 
+@pytest.fixture
+def settings(fresh_settings) -> Settings:
+    """The settings most stage tests use: a fresh database (test_listing adds an S3 endpoint)."""
+    return fresh_settings
+
+
+@pytest.fixture
+def vertex():
+    """The Vertex AI stand-in on 127.0.0.1 (tests/reliability uses one with latency)."""
+    from tests.fakes.vertex import FakeVertex
+
+    fake = FakeVertex()
+    yield fake
+    fake.stop()
+
+
 def run_imgvec(*args: str, env: dict | None = None, check: bool = True, timeout: float = 120):
     """Run the CLI in a subprocess, as a user would."""
     full_env = dict(os.environ) | (env or {})

@@ -20,7 +20,6 @@ from pipeline.embedding.checkpoints import parse_vector
 from pipeline.embedding.stage import embed_work_dir
 from pipeline.listing import list_source
 from pipeline.loading import load_work_dir
-from pipeline.settings import Settings
 from tests.conftest import IMGVEC, run_imgvec
 from tests.fakes.vertex import FakeVertex, FakeVertexConfig, expected_vector
 from tests.images import encode, hostile, odd_but_valid, photo, write_images
@@ -32,18 +31,6 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def clip():
     return get_backend("clip", model="ViT-B-32", pretrained="none", device="cpu", batch_size=8)
-
-
-@pytest.fixture
-def settings(fresh_url, imgvec_home) -> Settings:
-    return Settings(home=imgvec_home, database_url=fresh_url)
-
-
-@pytest.fixture
-def vertex():
-    fake = FakeVertex()
-    yield fake
-    fake.stop()
 
 
 def direct_open_clip(images, seed: int = 0, checkpoint: str | None = None) -> np.ndarray:

@@ -19,7 +19,6 @@ from pipeline.embedding.checkpoints import PartWriter, read_part, space_folder
 from pipeline.embedding.stage import embed_work_dir
 from pipeline.listing import list_source
 from pipeline.loading import _groups, load_work_dir
-from pipeline.settings import Settings
 from pipeline.workdir import WorkDir
 from tests.conftest import IMGVEC, run_imgvec
 from tests.images import encode, photo, write_images
@@ -30,11 +29,6 @@ pytest.importorskip("open_clip")
 @pytest.fixture(scope="module")
 def clips():
     return [get_backend("clip", pretrained="none", device="cpu", seed=seed) for seed in (0, 1)]
-
-
-@pytest.fixture
-def settings(fresh_url, imgvec_home) -> Settings:
-    return Settings(home=imgvec_home, database_url=fresh_url)
 
 
 async def fetch(settings, sql, *args):

@@ -12,11 +12,9 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import run_imgvec
-from tests.fakes.vertex import FakeVertex, FakeVertexConfig
 from tests.reliability.conftest import make_source, vertex_args
 
 SQL = Path(__file__).resolve().parents[1] / "sql"
@@ -41,13 +39,6 @@ def pinned(url: str) -> str:
         "SELECT coalesce(array_to_string(proconfig, ','), '') FROM pg_proc "
         "WHERE oid = to_regprocedure('similar_images(text, integer, integer)')",
     ).stdout.strip()
-
-
-@pytest.fixture
-def vertex():
-    fake = FakeVertex(FakeVertexConfig())
-    yield fake
-    fake.stop()
 
 
 def test_an_extension_older_than_the_gate_is_told_to_update(fresh_url):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from pipeline import embed_images
@@ -24,24 +23,11 @@ from pipeline.embedding.checkpoints import parse_vector
 from pipeline.embedding.images import decode_image
 from pipeline.embedding.stage import embed_work_dir
 from pipeline.listing import list_source
-from pipeline.settings import Settings
 from tests.conftest import IMGVEC, run_imgvec
 from tests.fakes.vertex import FakeVertex
 from tests.images import encode, hostile, odd_but_valid, write_images
 
 DIMENSION = 128
-
-
-@pytest.fixture
-def settings(fresh_url, imgvec_home) -> Settings:
-    return Settings(home=imgvec_home, database_url=fresh_url)
-
-
-@pytest.fixture
-def vertex():
-    fake = FakeVertex()
-    yield fake
-    fake.stop()
 
 
 def backend(fake: FakeVertex):
