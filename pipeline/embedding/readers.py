@@ -61,6 +61,12 @@ class ObjectReader:
         with open(path, "rb") as fh:
             return fh.read(self.max_bytes + 1)
 
+    def read_range(self, locator: str, start: int, end: int) -> bytes:
+        """Bytes `start`..`end` (inclusive) of a gs:// object: a look at its head or tail."""
+        parts = urlsplit(locator)
+        blob = self._gcs().bucket(parts.netloc).blob(parts.path.lstrip("/"))
+        return blob.download_as_bytes(start=start, end=end)
+
     def _read_gcs(self, bucket: str, key: str) -> bytes:
         from google.api_core.exceptions import RequestRangeNotSatisfiable
 

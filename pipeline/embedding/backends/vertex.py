@@ -19,7 +19,6 @@ import math
 import re
 import threading
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
@@ -285,8 +284,8 @@ def _as_gcs_uri(item: ImageItem, reader) -> VertexImage | None:
     if size <= PROBE_BYTES:
         return None  # as cheap to read it all and check it fully (then `_takes_as_stored`)
     try:
-        head = _read_range(reader, item.locator, 0, PROBE_BYTES - 1)
-        tail = _read_range(reader, item.locator, size - 16, size - 1)
+        head = reader.read_range(item.locator, 0, PROBE_BYTES - 1)
+        tail = reader.read_range(item.locator, size - 16, size - 1)
         image = Image.open(io.BytesIO(head))
         width, height = image.size
         if image.format == "JPEG":
@@ -323,12 +322,6 @@ def _takes_as_stored(item: ImageItem, decoded: Decoded, data: bytes) -> bool:
         and _plain(decoded, data)
         and len(data) <= MAX_IMAGE_BYTES
     )
-
-
-def _read_range(reader, locator: str, start: int, end: int) -> bytes:
-    parts = urlsplit(locator)
-    blob = reader._gcs().bucket(parts.netloc).blob(parts.path.lstrip("/"))
-    return blob.download_as_bytes(start=start, end=end)
 
 
 def _reason(err) -> str:
