@@ -48,8 +48,8 @@ def make_jpegs(folder: Path, n: int) -> None:
 
 def child_clip(images: str, work: str) -> None:
     from pipeline.embedding.backends import get_backend
-    from pipeline.embedding.stage import embed_work_dir
     from pipeline.listing import list_source
+    from pipeline.runner import embed_work_dir
     from pipeline.settings import Settings
 
     settings = Settings()

@@ -34,9 +34,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from peak_rss import peak_rss_mb  # noqa: E402
 
+from pipeline.core.space import EmbeddingSpace  # noqa: E402
 from pipeline.db import connect, open_database  # noqa: E402
 from pipeline.db.connection import resolve_url  # noqa: E402
-from pipeline.db.spaces import EmbeddingSpace, create_hnsw_index, partition_name, register_space  # noqa: E402
+from pipeline.db.spaces import create_hnsw_index, partition_name, register_space  # noqa: E402
 from pipeline.loading.binary_copy import binary_copy  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
@@ -83,13 +84,13 @@ async def insert_objects(conn, n: int) -> None:
 
 
 def write_parts(work: Path, vectors: np.ndarray, part_size: int = 256) -> None:
-    from pipeline.embedding.checkpoints import PartWriter, space_folder
+    from pipeline.checkpoints.parts import Embedded, PartWriter, space_folder
     from pipeline.workdir import WorkDir
 
     writer = PartWriter(WorkDir(work), space_folder(SPACE), SPACE, 0)
     for start in range(0, len(vectors), part_size):
         rows = [
-            (f"file:///bench/{i}.jpg", f"md5:{i:032x}", vectors[i])
+            Embedded(f"file:///bench/{i}.jpg", f"md5:{i:032x}", vectors[i])
             for i in range(start, min(start + part_size, len(vectors)))
         ]
         writer.write(rows, [])
@@ -289,8 +290,8 @@ def bench_c(scratch: Path, env: dict, n: int = 10_000) -> None:
     real first run would embed 10k images for 12 minutes to reach the same state."""
     from PIL import Image
 
+    from pipeline.checkpoints.parts import Embedded, PartWriter, space_folder
     from pipeline.embedding.backends import get_backend
-    from pipeline.embedding.checkpoints import PartWriter, space_folder
     from pipeline.workdir import WorkDir
 
     print(f"(c) imgvec run over an unchanged {n:,}-object folder (default backend: CLIP ViT-B-32)")
@@ -315,7 +316,7 @@ def bench_c(scratch: Path, env: dict, n: int = 10_000) -> None:
         chunk = rows.iloc[start : start + 256]
         writer.write(
             [
-                (r.locator, r.content_hash, v)
+                Embedded(r.locator, r.content_hash, v)
                 for r, v in zip(chunk.itertuples(), vectors[start : start + 256], strict=True)
             ],
             [],

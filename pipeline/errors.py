@@ -8,6 +8,8 @@ bucket) and exits 1.
 
 from __future__ import annotations
 
+import errno
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_FINISHED_WITH_FAILURES = 3
@@ -57,6 +59,88 @@ class PermissionProblem(DatabaseError):
     (the hint says which, naming the role and the database)."""
 
 
+def first_line(err: BaseException | str | None, limit: int = 300) -> str:
+    """The first line of an error's message (its kind when it has none), at most `limit`
+    characters: client libraries put whole URLs, bodies and nested reprs into their messages."""
+    text = (err if isinstance(err, str) else str(err or "")).strip()
+    line = text.splitlines()[0] if text else type(err).__name__ if err is not None else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# Errors of the storage, Vertex and database clients that mean "down or busy, not wrong", named by
+# (module, class) so that the CLI need not import those clients to recognise them (`imgvec --help`
+# stays light). A class matches its subclasses too, through the MRO.
+_TRANSIENT_CLASSES = {
+    ("builtins", "ConnectionError"),  # refused, reset, aborted, broken pipe
+    ("builtins", "TimeoutError"),
+    ("socket", "gaierror"),  # a name that does not resolve (DNS down, offline)
+    ("google.api_core.exceptions", "TooManyRequests"),  # 429, and ResourceExhausted (gRPC)
+    ("google.api_core.exceptions", "InternalServerError"),
+    ("google.api_core.exceptions", "BadGateway"),
+    ("google.api_core.exceptions", "ServiceUnavailable"),
+    ("google.api_core.exceptions", "GatewayTimeout"),  # and DeadlineExceeded
+    ("google.api_core.exceptions", "RetryError"),  # google's own retries ran out
+    ("google.auth.exceptions", "TransportError"),  # the token endpoint unreachable
+    ("requests.exceptions", "ConnectionError"),
+    ("requests.exceptions", "Timeout"),
+    ("urllib3.exceptions", "NewConnectionError"),
+    ("urllib3.exceptions", "MaxRetryError"),
+    ("urllib3.exceptions", "ProtocolError"),
+    ("botocore.exceptions", "ConnectionError"),  # EndpointConnectionError, ConnectTimeoutError
+    ("botocore.exceptions", "HTTPClientError"),  # ReadTimeoutError, ConnectionClosedError
+    ("asyncpg.exceptions", "PostgresConnectionError"),  # the connection was lost mid-run
+    ("asyncpg.exceptions", "CannotConnectNowError"),
+    ("asyncpg.exceptions", "AdminShutdownError"),
+    ("asyncpg.exceptions", "CrashShutdownError"),
+    ("asyncpg.exceptions", "TooManyConnectionsError"),
+    ("tenacity", "RetryError"),  # our own retries ran out: see the last attempt's error
+}
+_THROTTLING_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded"}
+
+
+# Network errors the OS reports as a plain OSError (not one of ConnectionError's subclasses).
+_TRANSIENT_ERRNOS = {
+    errno.ENETDOWN,
+    errno.ENETUNREACH,
+    errno.EHOSTDOWN,
+    errno.EHOSTUNREACH,
+    errno.ETIMEDOUT,
+}
+
+
+def is_transient(err: BaseException, depth: int = 0) -> bool:
+    if depth > 5:  # a cycle of causes
+        return False
+    if isinstance(err, BaseExceptionGroup):  # from a task group: retryable if every one is
+        return all(is_transient(inner, depth + 1) for inner in err.exceptions)
+    names = {(cls.__module__, cls.__name__) for cls in type(err).__mro__}
+    if names & _TRANSIENT_CLASSES:
+        return True
+    if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS:
+        return True
+    if ("botocore.exceptions", "ClientError") in names:  # S3's "slow down", 5xx
+        response = getattr(err, "response", None) or {}
+        code = response.get("Error", {}).get("Code", "")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in _THROTTLING_CODES or status in (429, 500, 502, 503, 504)
+    # Raised *from* a transient error (an explicit cause, not one merely being handled).
+    cause = err.__cause__
+    return cause is not None and is_transient(cause, depth + 1)
+
+
+def exit_code_of(err: BaseException) -> int:
+    """The exit code a command that ended with `err` exits with (see pipeline/cli)."""
+    from pipeline import interrupt
+
+    if isinstance(err, interrupt.Interrupted):
+        return err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        return interrupt.exit_code()
+    if isinstance(err, ImgvecError):
+        return err.exit_code
+    return EXIT_TEMPFAIL if is_transient(err) else EXIT_FAILED
+
+
 INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE insufficient_privilege
 
 
@@ -82,7 +166,7 @@ def permission_problem(
 ) -> PermissionProblem:
     """One clear error for a "permission denied", with the step that fixes it. `role` and
     `database` are named when known (never a password: they come from the server)."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = first_line(err, limit=1000)
     who = f"role {role}" if role else "the role imgvec connects as"
     where = f"database {database}" if database else "the database"
     db = database or "DBNAME"

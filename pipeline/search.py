@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.db.spaces import EmbeddingSpace, register_space
+from pipeline.core.score import score
+from pipeline.core.space import EmbeddingSpace
+from pipeline.db.spaces import register_space
 from pipeline.embedding.backends import EmbeddingBackend, ImageItem, ItemFailure
-from pipeline.embedding.images import BadImage, decode_image
+from pipeline.embedding.images import BadImage
 from pipeline.embedding.readers import ObjectReader
 from pipeline.errors import ConfigError
 from pipeline.listing.registry import find_source
@@ -52,10 +54,6 @@ class Matches(list):
         matches = cls()
         matches.why_empty = why
         return matches
-
-
-def score(distance: float) -> float:
-    return float(min(1.0, max(0.0, 1.0 - distance * distance / 4.0)))
 
 
 async def save_text_queries(conn, backend: EmbeddingBackend, texts: list[str]) -> list[str]:
@@ -329,11 +327,9 @@ def _is_file_or_uri(image: str) -> bool:
 def _embed_file(backend, image: str, reader: ObjectReader):
     """An image that was never listed (a file, a URI), embedded now."""
     try:
-        data = reader.read(image)
-        decoded = decode_image(data)
+        source = backend.load_source(ImageItem(image), reader)
     except (BadImage, ItemFailure) as err:
         raise ConfigError(f"cannot use {image} as the query image: {err}") from None
-    source = backend.prepare(decoded) if backend.input_kind == "image" else data
     [(_, result)] = list(backend.embed_stream([ImageItem(image, source=source)]))
     if isinstance(result, ItemFailure):
         raise ConfigError(f"cannot embed {image}: {result.reason}")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.space import EmbeddingSpace
 from pipeline.db import connect, open_database
 from pipeline.db.schema import current_revision, head_revision, upgrade
-from pipeline.db.spaces import EmbeddingSpace, create_hnsw_index, register_space, set_default_space
+from pipeline.db.spaces import create_hnsw_index, register_space, set_default_space
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.space import EmbeddingSpace
 from pipeline.db import open_database
-from pipeline.db.spaces import EmbeddingSpace, register_space
+from pipeline.db.spaces import register_space
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

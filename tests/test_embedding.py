@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 
 from pipeline import embed_images, embed_texts
+from pipeline.checkpoints.parts import parse_vector
 from pipeline.db import connect
 from pipeline.embedding.backends import get_backend
-from pipeline.embedding.checkpoints import parse_vector
-from pipeline.embedding.stage import embed_work_dir
 from pipeline.listing import list_source
 from pipeline.loading import load_work_dir
+from pipeline.runner import embed_work_dir
 from tests.conftest import IMGVEC, run_imgvec
 from tests.fakes.vertex import FakeVertex, FakeVertexConfig, expected_vector
 from tests.images import encode, hostile, odd_but_valid, photo, write_images
@@ -143,6 +143,8 @@ async def test_odd_inputs_embedded_hostile_ones_recorded(tmp_path, settings, cli
     }
     for name, (_, word) in hostile().items():
         assert word in reasons[name], (name, reasons[name])
+    # The load is the failures table's one writer: each embed attempt counts once.
+    await load_work_dir(work_dir=str(tmp_path / "work"), settings=settings, index=False)
     conn = await connect(settings.database_url.get_secret_value())
     try:
         rows = await conn.fetch(
@@ -163,6 +165,7 @@ async def test_odd_inputs_embedded_hostile_ones_recorded(tmp_path, settings, cli
         work_dir=str(tmp_path / "work"), backend=clip, settings=settings, retry_failed=True
     )
     assert retried.counts["failed"] == len(hostile())
+    await load_work_dir(work_dir=str(tmp_path / "work"), settings=settings, index=False)
     conn = await connect(settings.database_url.get_secret_value())
     try:
         assert {r[0] for r in await conn.fetch("SELECT attempts FROM failures")} == {2}

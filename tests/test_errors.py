@@ -232,6 +232,6 @@ def _caused(outer: Exception, cause: Exception) -> Exception:
 )
 def test_transient_errors_are_told_from_permanent_ones(make_error, transient):
     """The real exception classes of google-api-core, botocore and the standard library."""
-    from pipeline.cli import _is_transient
+    from pipeline.errors import is_transient as _is_transient
 
     assert _is_transient(make_error()) is transient

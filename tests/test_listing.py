@@ -9,11 +9,11 @@ import subprocess
 
 import pytest
 
+from pipeline.checkpoints.manifest import MANIFEST_COLUMNS, read_manifest
 from pipeline.db import connect
 from pipeline.errors import ImgvecError
 from pipeline.listing import list_source
 from pipeline.listing.filters import ObjectFilter
-from pipeline.listing.manifest import MANIFEST_COLUMNS, read_manifest
 from pipeline.settings import Settings
 from tests.conftest import IMGVEC, GcsEmulator, run_imgvec
 

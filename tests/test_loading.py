@@ -12,13 +12,14 @@ import asyncpg
 import numpy as np
 import pytest
 
+from pipeline.checkpoints.failures import Failure
+from pipeline.checkpoints.parts import Embedded, PartWriter, read_part, space_folder
+from pipeline.core.space import EmbeddingSpace
 from pipeline.db import connect
-from pipeline.db.spaces import EmbeddingSpace
 from pipeline.embedding.backends import get_backend
-from pipeline.embedding.checkpoints import PartWriter, read_part, space_folder
-from pipeline.embedding.stage import embed_work_dir
 from pipeline.listing import list_source
 from pipeline.loading import _groups, load_work_dir
+from pipeline.runner import embed_work_dir
 from pipeline.workdir import WorkDir
 from tests.conftest import IMGVEC, run_imgvec
 from tests.images import encode, photo, write_images
@@ -228,14 +229,14 @@ async def test_an_object_in_several_groups_of_one_load_keeps_one_row_with_the_la
     for part in range(last + 1):
         writer.write(
             [
-                (*objects[name], np.array([part, k, 0, 1], np.float32))
+                Embedded(*objects[name], np.array([part, k, 0, 1], np.float32))
                 for k, (name, parts) in enumerate(appears.items())
                 if part in parts
             ],
             [],
         )
     writer.write(
-        [], [(*objects["img3.png"], "cannot identify image file", True)]
+        [], [Failure(*objects["img3.png"], "cannot identify image file", True)]
     )  # a part of failures only
     result = await load_work_dir(work_dir=work, settings=settings)
     rows = sum(len(parts) for parts in appears.values())

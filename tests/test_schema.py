@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.space import EmbeddingSpace
 from pipeline.db import connect, open_database
 from pipeline.db.schema import current_revision, downgrade, head_revision, upgrade
-from pipeline.db.spaces import EmbeddingSpace, create_hnsw_index, register_space, set_default_space
+from pipeline.db.spaces import create_hnsw_index, register_space, set_default_space
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = EmbeddingSpace("clip", "ViT-B-32", "none", 512)

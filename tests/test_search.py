@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.score import score
 from pipeline.db import open_database
 from pipeline.embedding.backends import get_backend
-from pipeline.embedding.stage import embed_work_dir
 from pipeline.listing import list_source
 from pipeline.loading import load_work_dir
-from pipeline.search import save_text_queries, score, search
+from pipeline.runner import embed_work_dir
+from pipeline.search import save_text_queries, search
 from pipeline.settings import Settings
 from tests.conftest import create_database, drop_database, run_imgvec
 from tests.images import encode, photo, write_images

@@ -17,12 +17,12 @@ import pandas as pd
 from PIL import Image
 
 from pipeline import embed_images
+from pipeline.checkpoints.parts import parse_vector
 from pipeline.embedding.backends import get_backend
 from pipeline.embedding.backends.vertex import MAX_IMAGE_BYTES
-from pipeline.embedding.checkpoints import parse_vector
 from pipeline.embedding.images import decode_image
-from pipeline.embedding.stage import embed_work_dir
 from pipeline.listing import list_source
+from pipeline.runner import embed_work_dir
 from tests.conftest import IMGVEC, run_imgvec
 from tests.fakes.vertex import FakeVertex
 from tests.images import encode, hostile, odd_but_valid, write_images

@@ -8,7 +8,6 @@ later, the rerun resumes.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import traceback
@@ -17,7 +16,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from pipeline import __version__, interrupt
-from pipeline.errors import EXIT_FAILED, EXIT_TEMPFAIL, ImgvecError
+from pipeline.errors import EXIT_FAILED, EXIT_TEMPFAIL, ImgvecError, first_line, is_transient
 
 app = typer.Typer(
     name="imgvec",
@@ -109,14 +108,14 @@ def main() -> None:
         print(f"imgvec: {interrupt.describe()}; rerun the same command to resume", file=sys.stderr)
         sys.exit(interrupt.exit_code())
     except Exception as err:
-        if _is_transient(err):
+        if is_transient(err):
             # A service or the network that was down (or out of quota) when the job gave up: a
             # scheduler may rerun it later (EX_TEMPFAIL), and the rerun resumes.
             if os.environ.get("IMGVEC_DEBUG"):
                 traceback.print_exc()
             shown = _last_attempt(err)
             _fail(
-                f"temporarily unavailable: {type(shown).__name__}: {_one_line(shown)}",
+                f"temporarily unavailable: {type(shown).__name__}: {first_line(shown)}",
                 "rerun the same command later; it resumes where it stopped",
                 EXIT_TEMPFAIL,
             )
@@ -128,7 +127,7 @@ def main() -> None:
         if os.environ.get("IMGVEC_DEBUG"):  # a bug or an unforeseen condition: still one line
             raise
         _fail(
-            f"unexpected {type(err).__name__}: {_one_line(err)}",
+            f"unexpected {type(err).__name__}: {first_line(err)}",
             "rerun with IMGVEC_DEBUG=1 for the traceback, and report it",
             EXIT_FAILED,
         )
@@ -174,78 +173,8 @@ def _fail(message: str, hint: str | None, exit_code: int) -> NoReturn:
     sys.exit(exit_code)
 
 
-# Errors of the storage, Vertex and database clients that mean "down or busy, not wrong", named by
-# (module, class) so that the CLI need not import those clients to recognise them (`imgvec --help`
-# stays light). A class matches its subclasses too, through the MRO.
-_TRANSIENT_CLASSES = {
-    ("builtins", "ConnectionError"),  # refused, reset, aborted, broken pipe
-    ("builtins", "TimeoutError"),
-    ("socket", "gaierror"),  # a name that does not resolve (DNS down, offline)
-    ("google.api_core.exceptions", "TooManyRequests"),  # 429, and ResourceExhausted (gRPC)
-    ("google.api_core.exceptions", "InternalServerError"),
-    ("google.api_core.exceptions", "BadGateway"),
-    ("google.api_core.exceptions", "ServiceUnavailable"),
-    ("google.api_core.exceptions", "GatewayTimeout"),  # and DeadlineExceeded
-    ("google.api_core.exceptions", "RetryError"),  # google's own retries ran out
-    ("google.auth.exceptions", "TransportError"),  # the token endpoint unreachable
-    ("requests.exceptions", "ConnectionError"),
-    ("requests.exceptions", "Timeout"),
-    ("urllib3.exceptions", "NewConnectionError"),
-    ("urllib3.exceptions", "MaxRetryError"),
-    ("urllib3.exceptions", "ProtocolError"),
-    ("botocore.exceptions", "ConnectionError"),  # EndpointConnectionError, ConnectTimeoutError
-    ("botocore.exceptions", "HTTPClientError"),  # ReadTimeoutError, ConnectionClosedError
-    ("asyncpg.exceptions", "PostgresConnectionError"),  # the connection was lost mid-run
-    ("asyncpg.exceptions", "CannotConnectNowError"),
-    ("asyncpg.exceptions", "AdminShutdownError"),
-    ("asyncpg.exceptions", "CrashShutdownError"),
-    ("asyncpg.exceptions", "TooManyConnectionsError"),
-    ("tenacity", "RetryError"),  # our own retries ran out: see the last attempt's error
-}
-_THROTTLING_CODES = {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded"}
-
-
-# Network errors the OS reports as a plain OSError (not one of ConnectionError's subclasses).
-_TRANSIENT_ERRNOS = {
-    errno.ENETDOWN,
-    errno.ENETUNREACH,
-    errno.EHOSTDOWN,
-    errno.EHOSTUNREACH,
-    errno.ETIMEDOUT,
-}
-
-
-def _is_transient(err: BaseException, depth: int = 0) -> bool:
-    if depth > 5:  # a cycle of causes
-        return False
-    if isinstance(err, BaseExceptionGroup):  # from a task group: retryable if every one is
-        return all(_is_transient(inner, depth + 1) for inner in err.exceptions)
-    names = {(cls.__module__, cls.__name__) for cls in type(err).__mro__}
-    if names & _TRANSIENT_CLASSES:
-        return True
-    if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS:
-        return True
-    if ("botocore.exceptions", "ClientError") in names:  # S3's "slow down", 5xx
-        response = getattr(err, "response", None) or {}
-        code = response.get("Error", {}).get("Code", "")
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in _THROTTLING_CODES or status in (429, 500, 502, 503, 504)
-    # Raised *from* a transient error (an explicit cause, not one merely being handled).
-    cause = err.__cause__
-    return cause is not None and _is_transient(cause, depth + 1)
-
-
 def _last_attempt(err: BaseException) -> BaseException:
     """The error behind tenacity's RetryError, which says only that retries ran out."""
     last = getattr(err, "last_attempt", None)
     inner = last.exception() if last is not None and hasattr(last, "exception") else None
     return inner if isinstance(inner, BaseException) else err
-
-
-_MAX_DETAIL = 300  # client libraries put whole URLs and nested reprs into their messages
-
-
-def _one_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    line = lines[0] if lines else ""
-    return line if len(line) <= _MAX_DETAIL else line[: _MAX_DETAIL - 1] + "…"

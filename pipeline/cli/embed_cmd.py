@@ -101,7 +101,7 @@ def embed_command(
     """
     options = dict(locals())  # the parameters, as given
     del options["ctx"]
-    from pipeline.embedding.stage import latest_manifest
+    from pipeline.checkpoints.manifest import latest_manifest
     from pipeline.workdir import WorkDir
 
     settings: Settings = ctx.obj
@@ -134,7 +134,7 @@ def backend_from_options(options: dict):
 
 
 def run_embedding(settings: "Settings", model_backend, **stage: object):
-    from pipeline.embedding.stage import embed_work_dir
+    from pipeline.runner import embed_work_dir
 
     return asyncio.run(embed_work_dir(backend=model_backend, settings=settings, **stage))
 

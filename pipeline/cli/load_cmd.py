@@ -138,7 +138,7 @@ def run_command(ctx: typer.Context, **options) -> None:
 
 def _check_work_dir_free(settings: "Settings", work_dir: str, space: str) -> None:
     from pipeline.db import connect, resolve_url
-    from pipeline.embedding.lock import check_work_dir_free
+    from pipeline.db.work_dir_lock import check_work_dir_free
     from pipeline.workdir import WorkDir
 
     async def check():

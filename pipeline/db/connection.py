@@ -19,7 +19,7 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from pipeline.db.embedded import EMBEDDED_DATABASE, EmbeddedPostgres
-from pipeline.errors import DatabaseError, DatabaseUnavailable
+from pipeline.errors import DatabaseError, DatabaseUnavailable, first_line
 from pipeline.settings import Settings
 
 # The server is there but cannot take us yet (or cut us off while it resets): worth waiting for.
@@ -219,5 +219,4 @@ async def _ensure_embedded_database(
 
 
 def _describe(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return text or type(err).__name__
+    return first_line(err)

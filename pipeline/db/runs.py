@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from pipeline import interrupt
-from pipeline.errors import ImgvecError
+from pipeline.errors import EXIT_FINISHED_WITH_FAILURES, ImgvecError, exit_code_of, first_line
 
 
 async def start_run(
@@ -51,25 +54,63 @@ WHERE r.status = 'running' AND r.backend_pid IS NOT NULL
 """
 
 
-async def finish_run(
+@dataclass
+class Run:
+    """A run being tracked: its row's id and the counts the stage keeps as it goes."""
+
+    run_id: int
+    counts: Counter = field(default_factory=Counter)
+    status: str = "running"
+    exit_code: int | None = None
+
+
+@contextlib.asynccontextmanager
+async def tracked_run(
     conn: asyncpg.Connection,
-    run_id: int,
-    counts: Mapping,
-    status: str,
-    error: BaseException | None = None,
-) -> None:
+    stage: str,
+    source: str,
+    *,
+    space_id: int | None = None,
+    started_at=None,
+) -> AsyncIterator[Run]:
+    """The one run lifecycle: open the `runs` row, let the block count into `run.counts`, then
+    close it as succeeded (or partial, when something was counted as failed), interrupted (a
+    signal) or failed with the first line of the error, with the exit code the command ends
+    with. The error is re-raised: the CLI turns it into its message and that same exit code."""
+    run = Run(await start_run(conn, stage, source, space_id=space_id, started_at=started_at))
+    try:
+        yield run
+    except BaseException as err:
+        await _finish(conn, run, err)
+        raise
+    await _finish(conn, run, None)
+
+
+async def _finish(conn: asyncpg.Connection, run: Run, error: BaseException | None) -> None:
     """Close a run. Best effort: if the connection itself is what failed, the run stays
-    'running' with no finish time, which is the truth. A run ended by Ctrl-C or SIGTERM is
-    'interrupted', not 'failed': nothing went wrong, and a rerun resumes it."""
-    if error is not None and _is_interruption(error):
-        status, error = "interrupted", interrupt.Interrupted(interrupt.describe())
+    'running' with no finish time, which is the truth (the next run closes it as interrupted).
+    A run ended by Ctrl-C or SIGTERM is 'interrupted', not 'failed': nothing went wrong, and a
+    rerun resumes it."""
+    if error is None:
+        failed = run.counts["failed"]
+        run.status = "partial" if failed else "succeeded"
+        run.exit_code = EXIT_FINISHED_WITH_FAILURES if failed else 0
+        text = None
+    elif _is_interruption(error):
+        run.status, run.exit_code = "interrupted", exit_code_of(error)
+        text = interrupt.describe()
+    else:
+        run.status, run.exit_code = "failed", exit_code_of(error)
+        text = safe_error(error)
     try:
         await conn.execute(
-            "UPDATE runs SET finished_at = now(), status = $2, counts = $3::jsonb, error = $4 WHERE run_id = $1",
-            run_id,
-            status,
-            json.dumps(dict(counts)),
-            None if error is None else safe_error(error),
+            "UPDATE runs SET finished_at = now(), status = $2, counts = $3::jsonb, error = $4, "
+            "exit_code = $5 WHERE run_id = $1",
+            run.run_id,
+            run.status,
+            json.dumps(dict(run.counts)),
+            text,
+            run.exit_code,
         )
     except Exception:
         pass
@@ -80,6 +121,6 @@ def _is_interruption(error: BaseException) -> bool:
 
 
 def safe_error(err: BaseException) -> str:
-    """Our own errors are written for users (and never carry secrets); anything else may carry
-    anything, so only its kind is kept."""
-    return str(err) if isinstance(err, ImgvecError) else type(err).__name__
+    """Our own errors are written for users (and never carry secrets): their first line; anything
+    else may carry anything, so only its kind is kept."""
+    return first_line(err, limit=1000) if isinstance(err, ImgvecError) else type(err).__name__

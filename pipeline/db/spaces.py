@@ -8,35 +8,14 @@ pruned to that partition and use its index. Adding a space adds a partition; not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 
-METRICS = ("cosine", "l2", "ip")
+from pipeline.core.space import EmbeddingSpace
+
 # Operator class per query operator: <-> (L2, the analysts' operator), <=> (cosine), <#> (ip).
 OPCLASSES = ("vector_l2_ops", "vector_cosine_ops", "vector_ip_ops")
 _SPACES_LOCK_KEY = 0x696D677370  # "imgsp": serialises partition DDL between processes
 MAX_HNSW_DIMENSION = 2000  # pgvector's limit for an HNSW index on `vector`
-
-
-@dataclass(frozen=True)
-class EmbeddingSpace:
-    backend: str
-    model: str
-    weights: str
-    dimension: int
-    metric: str = "cosine"
-    normalized: bool = True
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.dimension <= 16000:
-            raise ValueError(f"dimension must be between 1 and 16000, not {self.dimension}")
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
-
-    @property
-    def name(self) -> str:
-        return f"{self.backend}/{self.model}/{self.weights}/{self.dimension}"
 
 
 INLINE_MAX_DIMENSION = 1900  # larger vectors do not fit a heap page inline

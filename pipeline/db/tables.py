@@ -57,7 +57,6 @@ sources = Table(
     Column("is_default", Boolean, nullable=False, server_default=text("false")),
     Column("first_listed_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
     Column("last_listed_at", TIMESTAMPTZ, nullable=False, server_default=NOW),
-    CheckConstraint("kind IN ('gs', 's3', 'file', 'list')", name="kind"),
     Index(
         "uq_sources_is_default",
         "is_default",
@@ -92,7 +91,6 @@ objects = Table(
         ForeignKey("sources.source_id"),
         server_default=text("imgvec_default_source()"),
     ),
-    CheckConstraint("scheme IN ('gs', 's3', 'file')", name="scheme"),
     Index(
         "uq_objects_source_id_name",
         "source_id",
@@ -158,6 +156,7 @@ runs = Table(
     Column("error", Text),
     Column("backend_pid", Integer),
     Column("backend_start", TIMESTAMPTZ),
+    Column("exit_code", Integer),
     CheckConstraint("stage IN ('list', 'embed', 'load', 'index', 'run')", name="stage"),
     CheckConstraint(
         "status IN ('running', 'succeeded', 'partial', 'failed', 'interrupted')", name="status"
@@ -265,7 +264,7 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
         {
             "object_id": "Surrogate key used by embeddings and failures.",
             "locator": "Full URI of the object: gs://bucket/key, s3://bucket/key or file:///path.",
-            "scheme": "Source kind: gs, s3 or file.",
+            "scheme": "Kind of source that listed the object (the scheme of its source plug-in: gs, s3, file, ...).",
             "bucket": "Bucket name (gs, s3); NULL for local files.",
             "key": "Object key inside the bucket, or the absolute path of a local file.",
             "name": "The name an analyst uses: the key relative to the listed prefix, e.g. IMG001.jpg; unique among the live objects of a source (in a file of locators a clashing name is the locator).",
@@ -297,6 +296,7 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
             "error": "The one-line error of a failed run (never contains secrets).",
             "backend_pid": "PostgreSQL backend (pg_backend_pid) of the session that runs the stage: while it lives, the run is alive.",
             "backend_start": "When that backend started (pids are reused).",
+            "exit_code": "How the run ended for a scheduler: 0 done, 3 done with failures, 1 failed, 2 bad usage, 75 retry later, 130/143 stopped by a signal; NULL while running.",
         },
     ),
     "sources": (

@@ -7,13 +7,11 @@ for locator, vector in embed_images(pairs, backend="clip", pretrained="none"):
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 from pipeline.embedding.backends import EmbeddingBackend, ImageItem, ItemFailure, get_backend
-from pipeline.embedding.images import to_rgb
 
 
 def embed_images(
@@ -30,18 +28,10 @@ def embed_images(
     def prepared() -> Iterator[ImageItem]:
         for locator, image in items:
             try:
-                rgb = to_rgb(image)
+                source = model.source_from_image(image)
             except (OSError, ValueError) as err:
-                yield ImageItem(locator, source=ItemFailure(f"cannot convert the image: {err}"))
-                continue
-            if model.input_kind == "image":
-                yield ImageItem(locator, source=model.prepare(rgb))
-            elif hasattr(model, "source_for_image"):  # Vertex: PNG, within its size limit
-                yield ImageItem(locator, source=model.source_for_image(rgb))
-            else:
-                buffer = io.BytesIO()
-                rgb.save(buffer, format="PNG")
-                yield ImageItem(locator, source=buffer.getvalue())
+                source = ItemFailure(f"cannot convert the image: {err}")
+            yield ImageItem(locator, source=source)
 
     for item, result in model.embed_stream(prepared()):
         yield item.locator, None if isinstance(result, ItemFailure) else result
@@ -60,6 +50,5 @@ def embed_texts(
 
 def _backend(backend, batch_size: int, options: dict) -> EmbeddingBackend:
     model = get_backend(backend, **options) if isinstance(backend, str) else backend
-    if model.name != "vertex":  # Vertex takes one image per request whatever is asked
-        model.batch_size = batch_size
+    model.batch_size = min(batch_size, model.max_batch_size or batch_size)
     return model

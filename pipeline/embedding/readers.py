@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline.embedding.backends.base import ItemFailure
+from pipeline.errors import first_line
 
 MAX_OBJECT_BYTES = 200 * 1024 * 1024
 
@@ -45,7 +46,7 @@ class ObjectReader:
             if name in ("NotFound", "NoSuchKey"):
                 raise ItemFailure("object no longer exists (deleted since the listing)") from None
             raise ItemFailure(
-                f"cannot read: {name}: {str(err).splitlines()[0][:200] if str(err) else ''}",
+                f"cannot read: {name}: {first_line(err, limit=200)}",
                 permanent=False,
             ) from None
         if len(data) > self.max_bytes:  # grown since the listing, or a store that ignored the range

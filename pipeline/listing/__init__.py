@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import batched
 
+from pipeline.checkpoints.manifest import ManifestWriter, manifest_path
 from pipeline.db import open_database
-from pipeline.db.runs import finish_run, start_run
+from pipeline.db.runs import tracked_run
 from pipeline.listing.filters import ObjectFilter
-from pipeline.listing.manifest import ManifestWriter
 from pipeline.listing.registry import register_source, source_root
 from pipeline.listing.store import ObjectStore
 from pipeline.progress import Progress
@@ -59,13 +59,14 @@ async def list_source(
         wanted=lambda name, size: object_filter.wanted_name(name),
     )
     listed_at = datetime.now(UTC)
-    relpath = f"manifests/manifest-{listed_at:%Y%m%dT%H%M%S%fZ}.csv"
     work = WorkDir(work_dir)
-    counts: Counter = Counter()
 
-    async with open_database(settings) as conn:
-        run_id = await start_run(conn, "list", spec, started_at=listed_at)
-        manifest = ManifestWriter(work, relpath)
+    async with (
+        open_database(settings) as conn,
+        tracked_run(conn, "list", spec, started_at=listed_at) as run,
+    ):
+        counts = run.counts
+        manifest = ManifestWriter(work, manifest_path(listed_at))
         progress = Progress("list", "objects")
         try:
             source_id = await register_source(conn, source)
@@ -81,14 +82,12 @@ async def list_source(
                     manifest.write((obj, "deleted", None) for obj in deleted)
                     counts["deleted"] += len(deleted)
                 published = manifest.publish()
-        except BaseException as err:
+        except BaseException:
             manifest.discard()
-            await finish_run(conn, run_id, counts, "failed", err)
             raise
         finally:
             progress.close()
-        await finish_run(conn, run_id, counts, "succeeded")
-    return ListingResult(run_id, published, counts)
+    return ListingResult(run.run_id, published, counts)
 
 
 async def _record_batch(batch, object_filter, store, manifest, counts) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from pipeline.sources.base import OBJECT_COLUMNS, ObjectInfo
+from pipeline.core.objects import OBJECT_COLUMNS, ObjectInfo
 
 _STAGING = "listing_batch"
 

@@ -8,7 +8,7 @@ COPY with NumPy in one go (pipeline.loading.binary_copy) — so the writing conn
 ready buffers, at about the speed of a raw COPY. A crash anywhere — mid-COPY, before or after the
 commit — followed by a rerun neither loses nor duplicates a row, and parts already loaded are
 skipped. Rows are read from each
-part's binary twin when it has one (see pipeline.embedding.checkpoints), else parsed from the CSV;
+part's binary twin when it has one (see pipeline.checkpoints.parts), else parsed from the CSV;
 each part's failures file is recorded alongside. The HNSW index is built after the first bulk
 load of a space (far faster than inserting into an existing index) and maintained by PostgreSQL
 after that.
@@ -18,27 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
 
 import asyncpg
 import numpy as np
-import pandas as pd
 
-from pipeline.db import connect, locks, open_database, resolve_url
-from pipeline.db.runs import finish_run, start_run
-from pipeline.db.spaces import EmbeddingSpace, partition_name, register_space
-from pipeline.embedding.checkpoints import (
-    SPACE_FILE,
+from pipeline.checkpoints.failures import Failure, has_failures, read_failures
+from pipeline.checkpoints.parts import (
     PartRows,
     binary_twin,
-    has_failures,
     is_part,
-    read_failures,
     read_part,
+    read_space,
+    space_folders,
 )
+from pipeline.core.space import EmbeddingSpace
+from pipeline.db import connect, locks, open_database, resolve_url
+from pipeline.db.runs import tracked_run
+from pipeline.db.spaces import partition_name, register_space
 from pipeline.errors import ConfigError
 from pipeline.loading.binary_copy import binary_copy
 from pipeline.loading.indexing import build_index
@@ -83,6 +82,8 @@ SET embedding = EXCLUDED.embedding, content_hash = EXCLUDED.content_hash, create
 """
 # What the embed stage could not embed (a part's failures file): every object holding those bytes
 # gets a failure row — unless a vector arrives for it, which clears its row (see _CLEAR_FAILURES).
+# The load is the one writer of the failures table; each part is loaded once, so each failed
+# attempt to embed counts once.
 _RECORD_FAILURES = """
 WITH f AS (SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) AS f(locator, content_hash, reason))
 INSERT INTO failures (locator, stage, space_id, reason, run_id)
@@ -91,7 +92,9 @@ WHERE f.content_hash <> ''
 UNION ALL
 SELECT o.locator, 'embed', $1::integer, f.reason, $2::bigint FROM f JOIN objects o ON o.locator = f.locator
 WHERE f.content_hash = ''
-ON CONFLICT ON CONSTRAINT uq_failures_locator_stage_space_id DO NOTHING
+ON CONFLICT ON CONSTRAINT uq_failures_locator_stage_space_id DO UPDATE
+SET reason = EXCLUDED.reason, attempts = failures.attempts + 1, last_failed_at = now(),
+    run_id = EXCLUDED.run_id
 """
 _CLEAR_FAILURES = """
 DELETE FROM failures f USING objects o
@@ -134,39 +137,21 @@ async def load_work_dir(
     settings = settings or Settings()
     work = WorkDir(work_dir)
     # One listing of every space's files, with their sizes: on GCS a listing is a request per 1,000.
-    by_folder: dict[str, dict[str, int]] = {}
-    for path, size in work.sizes_below("embeddings").items():
-        by_folder.setdefault(path.rsplit("/", 1)[0], {})[path] = size
-    folders = sorted(
-        folder for folder, sizes in by_folder.items() if f"{folder}/{SPACE_FILE}" in sizes
-    )
-    if not folders:
+    by_folder = space_folders(work.sizes_below("embeddings"))
+    if not by_folder:
         raise ConfigError(
             f"no embeddings in {work.spec}", hint=f"run `imgvec embed --work-dir {work.spec}` first"
         )
     url = await resolve_url(settings)
-    async with open_database(settings) as conn:
-        run_id = await start_run(conn, "load", work.spec)
-        result = LoadResult(run_id)
-        try:
-            for folder in folders:
-                space_id = await _load_space(
-                    conn, url, work, folder, by_folder[folder], run_id, result
+    async with open_database(settings) as conn, tracked_run(conn, "load", work.spec) as run:
+        result = LoadResult(run.run_id, run.counts)
+        for folder, sizes in by_folder.items():
+            space_id = await _load_space(conn, url, work, folder, sizes, run.run_id, result)
+            if index:
+                result.indexes.append(
+                    await _ensure_index(conn, space_id, maintenance_work_mem, url)
                 )
-                if index:
-                    result.indexes.append(
-                        await _ensure_index(conn, space_id, maintenance_work_mem, url)
-                    )
-        except BaseException as err:
-            await finish_run(conn, run_id, result.counts, "failed", err)
-            raise
-        await finish_run(conn, run_id, result.counts, "succeeded")
     return result
-
-
-def read_space(work: WorkDir, folder: str) -> EmbeddingSpace:
-    with work.open_text(f"{folder}/{SPACE_FILE}") as fh:
-        return EmbeddingSpace(**json.load(fh))
 
 
 @contextlib.asynccontextmanager
@@ -218,7 +203,7 @@ class _Group:
     new: memoryview | None  # binary COPY data of the vectors new to the space
     replaced: memoryview | None  # ... and of those replacing a vector, for load_batch
     replaced_count: int
-    failures: pd.DataFrame | None
+    failures: list[Failure]
 
 
 @dataclass
@@ -341,14 +326,14 @@ class _SpaceLoader:
                 )
                 await conn.execute(_REPLACE_VECTORS, space_id)
             failures = group.failures
-            if failures is not None and len(failures):
+            if failures:
                 await conn.execute(
                     _RECORD_FAILURES,
                     space_id,
                     self.run_id,
-                    failures["locator"].tolist(),
-                    failures["content_hash"].tolist(),
-                    failures["reason"].tolist(),
+                    [f.locator for f in failures],
+                    [f.content_hash or "" for f in failures],
+                    [f.reason for f in failures],
                 )
                 self.space_has_failures = True
             if self.space_has_failures:  # a vector clears an earlier failure (a retry that worked)
@@ -438,8 +423,12 @@ def _read_group(
         list(chain.from_iterable(p.content_hashes for p in parts)),
         vectors,
     )
-    failures = [read_failures(work, path) for path in paths if has_failures(path, sizes)]
-    batch.failures = pd.concat(failures) if failures else None
+    batch.failures = [
+        failure
+        for path in paths
+        if has_failures(path, sizes)
+        for failure in read_failures(work, path)
+    ]
     return batch, [
         (path, len(p.locators), p.parsed_csv) for path, p in zip(paths, parts, strict=False)
     ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipeline.core.objects import OBJECT_COLUMNS, ObjectInfo
 from pipeline.errors import ConfigError
-from pipeline.sources.base import OBJECT_COLUMNS, ObjectInfo, Source
+from pipeline.sources.base import Source
 from pipeline.sources.gcs import GcsSource
 from pipeline.sources.local import LocalSource
 from pipeline.sources.locator_file import LocatorFileSource

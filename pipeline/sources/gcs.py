@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from pipeline.errors import PermanentError, RetryableError
-from pipeline.sources.base import BucketSource, ObjectInfo, md5_from_base64, relative_name
+from pipeline.core.objects import ObjectInfo, md5_from_base64, relative_name
+from pipeline.errors import PermanentError, RetryableError, first_line
+from pipeline.sources.base import BucketSource
 
 # Only what the manifest needs: smaller pages, faster listings.
 _FIELDS = "items(name,size,generation,etag,md5Hash,crc32c,contentType,updated),nextPageToken"
@@ -84,7 +85,7 @@ class GcsSource(BucketSource):
             ) from None
         except (exceptions.GoogleAPIError, OSError) as err:
             raise RetryableError(
-                f"cannot list {self.spec}: {_short(err)}", hint="rerun the same command"
+                f"cannot list {self.spec}: {first_line(err)}", hint="rerun the same command"
             ) from None
         except Exception as err:
             if type(err).__module__.startswith(("requests", "urllib3")):
@@ -111,8 +112,3 @@ class GcsSource(BucketSource):
             content_type=blob.content_type,
             updated_at=blob.updated,
         )
-
-
-def _short(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.core.objects import ObjectInfo, guess_content_type, md5_hash
 from pipeline.errors import PermanentError
-from pipeline.sources.base import ObjectInfo, guess_content_type, md5_hash
 
 
 class LocalSource:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipeline.core.objects import ObjectInfo
 from pipeline.errors import PermanentError
-from pipeline.sources.base import ObjectInfo
 from pipeline.sources.gcs import GcsSource
 from pipeline.sources.local import stat_file
 from pipeline.sources.s3 import S3Source

@@ -7,14 +7,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 
+from pipeline.core.objects import ObjectInfo, guess_content_type, md5_hash, relative_name
 from pipeline.errors import ConfigError, PermanentError, RetryableError
-from pipeline.sources.base import (
-    BucketSource,
-    ObjectInfo,
-    guess_content_type,
-    md5_hash,
-    relative_name,
-)
+from pipeline.sources.base import BucketSource
 
 
 class S3Source(BucketSource):

@@ -14,8 +14,8 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 
-from pipeline.embedding.checkpoints import content_key, is_part, read_part
-from pipeline.loading import read_space
+from pipeline.checkpoints.parts import is_part, read_part, read_space
+from pipeline.core.objects import content_key
 from pipeline.workdir import WorkDir
 
 _STATE = """

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline import interrupt
-from pipeline.db.spaces import EmbeddingSpace
+from pipeline.core.space import EmbeddingSpace
 
 
 @dataclass
@@ -44,11 +44,14 @@ Result = np.ndarray | ItemFailure
 class EmbeddingBackend(abc.ABC):
     #: registry name, e.g. "clip"
     name: ClassVar[str]
-    #: what `ImageItem.source` holds when a batch reaches the backend:
-    #: "image" a decoded RGB PIL image; "locator_or_bytes" the gs:// locator itself, or the bytes
+    #: what `ImageItem.source` holds when a batch reaches the backend, as `load_source` makes it:
+    #: "image" a decoded RGB PIL image, passed through `prepare`; "bytes" the object's bytes
+    #: (checked to be an image first). A backend that needs more overrides `load_source`.
     input_kind: ClassVar[str] = "image"
     #: images per call of `embed_image_batch`
     batch_size: int = 32
+    #: the most images a call can take (a service's limit), None for no limit
+    max_batch_size: ClassVar[int | None] = None
     #: how many batches may be in flight at once (I/O-bound remote backends want many)
     concurrency: int = 1
 
@@ -74,6 +77,33 @@ class EmbeddingBackend(abc.ABC):
     def prepare(self, image):
         """Per-image work done in reader threads, off the model's thread (e.g. preprocessing)."""
         return image
+
+    # -- what a batch is given: the one place bytes become the backend's input ----------------
+
+    def load_source(self, item: ImageItem, reader) -> Any:
+        """The input for a listed object, made in a reader thread: its bytes read (within the
+        size cap), checked by imgvec's decode policy and made into `input_kind`. Raises BadImage
+        or ItemFailure for an object that must not reach the model."""
+        return self.source_from_bytes(reader.read(item.locator, size=item.size))
+
+    def source_from_bytes(self, data: bytes) -> Any:
+        from pipeline.embedding.images import decode_image  # Pillow: only once images are read
+
+        image = decode_image(data)
+        return self.prepare(image) if self.input_kind == "image" else data
+
+    def source_from_image(self, image) -> Any:
+        """The input for an image given as a PIL image (the notebook API)."""
+        from pipeline.embedding.images import to_rgb
+
+        rgb = to_rgb(image)
+        if self.input_kind == "image":
+            return self.prepare(rgb)
+        import io
+
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="PNG")
+        return buffer.getvalue()
 
     # -- done here for every backend --------------------------------------------------------
 

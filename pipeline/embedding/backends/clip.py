@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.db.spaces import EmbeddingSpace
+from pipeline.core.space import EmbeddingSpace
 from pipeline.embedding.backends import clip_models
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, first_line
 from pipeline.progress import step
 
 DEFAULT_MODEL = "ViT-B-32"
@@ -184,10 +184,8 @@ def _resolve_pretrained(pretrained: str, seed: int) -> tuple[str | None, str]:
 
 
 def _weights_error(model: str, weights: str | None, err: Exception) -> ConfigError:
-    text = str(err).strip()
     return ConfigError(
-        f"cannot load CLIP weights {model}/{weights or 'none'}: "
-        + (text.splitlines()[0] if text else type(err).__name__),
+        f"cannot load CLIP weights {model}/{weights or 'none'}: " + first_line(err),
         hint="use " + clip_models.WAYS_ON,
     )
 

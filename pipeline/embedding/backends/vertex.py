@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from pipeline.db.spaces import EmbeddingSpace
+from pipeline.core.space import EmbeddingSpace
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
-from pipeline.embedding.images import MAX_PIXELS, BadImage, Decoded, decode
+from pipeline.embedding.images import MAX_PIXELS, Decoded, decode, to_rgb
 from pipeline.embedding.ratelimit import RateLimiter
 from pipeline.errors import ConfigError, UsageError
 
@@ -60,8 +60,9 @@ class VertexImage:
 
 class VertexBackend(EmbeddingBackend):
     name = "vertex"
-    input_kind = "locator_or_bytes"
+    input_kind = "bytes"  # as a VertexImage: see load_source
     batch_size = 1  # one image per request
+    max_batch_size = 1
 
     def __init__(
         self,
@@ -180,22 +181,18 @@ class VertexBackend(EmbeddingBackend):
             return VertexImage(MIME_TYPES[decoded.format], gcs_uri=item.locator)
         return request_image(decoded, data)
 
-    def source_for_image(self, image) -> VertexImage:
-        """What to send for an RGB PIL image (the notebook API)."""
-        return request_image(Decoded(image, None, image.mode, 1, False), None)
+    def source_from_bytes(self, data: bytes) -> VertexImage:
+        """What to send for an image's bytes (a query image): checked, and sent as the CLIP
+        backend would see them."""
+        return request_image(decode(data), data)
+
+    def source_from_image(self, image) -> VertexImage:
+        """What to send for a PIL image (the notebook API)."""
+        rgb = to_rgb(image)
+        return request_image(Decoded(rgb, None, rgb.mode, 1, False), None)
 
     def _embed_image(self, item: ImageItem) -> Result:
-        source = item.source
-        try:
-            if isinstance(source, VertexImage):
-                image = source
-            elif isinstance(source, str) and source.startswith("gs://"):
-                mime = MIME_TYPES.get(_format_by_name(source), "image/jpeg")
-                image = VertexImage(mime, gcs_uri=source)
-            else:  # bytes (a query image): checked and sent as the CLIP backend would see them
-                image = request_image(decode(source), source)
-        except BadImage as err:
-            return ItemFailure(str(err))
+        image: VertexImage = item.source
         try:
             vector = self._predict({"image": image.instance()}, "imageEmbedding")
             return np.array(vector, dtype=np.float32)
@@ -264,11 +261,6 @@ def _png_size_bound(width: int, height: int) -> int:
     filter byte per row, zlib's stored-block and the chunks' overheads)."""
     raw = height * (width * 3 + 1)
     return int(raw * 1.001) + 4096
-
-
-def _format_by_name(locator: str) -> str | None:
-    suffix = locator.rsplit(".", 1)[-1].lower()
-    return {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG"}.get(suffix)
 
 
 def _as_gcs_uri(item: ImageItem, reader) -> VertexImage | None:

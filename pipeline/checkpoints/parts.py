@@ -1,5 +1,7 @@
-"""The embed stage's checkpoints: `embeddings/<space>/part-NNNNN.csv`, each published whole, and
-beside it `failures-NNNNN.csv` for the items of that part that could not be embedded.
+"""The embedding parts: `embeddings/<space>/part-NNNNN.csv`, each published whole, written by the
+embed stage and read by its restart and by the load stage; beside them `space.json`, the space's
+definition, and `failures-NNNNN.csv` for the items of a part that could not be embedded (that
+format is `pipeline.checkpoints.failures`).
 
 Each part with rows also gets a binary twin, `part-NNNNN.npy`, because parsing 512 decimal floats
 per row costs more than the database needs to store the row. It holds two NumPy arrays one after
@@ -28,15 +30,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from pipeline.db.spaces import EmbeddingSpace
+from pipeline.checkpoints.failures import (
+    Failure,
+    failures_file,
+    failures_frame,
+    has_failures,
+    read_failures,
+)
+from pipeline.core.objects import content_key
+from pipeline.core.space import EmbeddingSpace
 from pipeline.errors import ConfigError
 from pipeline.workdir import WorkDir
 
 SPACE_FILE = "space.json"  # the space's definition, so the load stage can register it anywhere
 PART_COLUMNS = ["locator", "content_hash", "space", "embedding"]
-FAILURE_COLUMNS = ["locator", "content_hash", "stage", "reason", "permanent"]
 _PART = re.compile(r"part-(\d+)\.csv$")
-_EMPTY_FAILURES = len(",".join(FAILURE_COLUMNS)) + 2  # a header (and its line end) at most
 _EMPTY_PART = len(",".join(PART_COLUMNS)) + 2
 
 
@@ -44,17 +52,8 @@ def is_part(path: str) -> bool:
     return _PART.search(path) is not None
 
 
-def has_failures(part_path: str, sizes: dict[str, int]) -> bool:
-    """Whether the part's failures file (from a listing's sizes) holds more than its header."""
-    return sizes.get(failures_file(part_path), 0) > _EMPTY_FAILURES
-
-
 def binary_twin(part_path: str) -> str:
     return part_path.removesuffix(".csv") + ".npy"
-
-
-def failures_file(part_path: str) -> str:
-    return _PART.sub(r"failures-\1.csv", part_path)
 
 
 @dataclass
@@ -63,16 +62,46 @@ class PartRows:
     content_hashes: list[str]  # "" where the store gives no hash
     vectors: np.ndarray  # float32, one row per locator
     parsed_csv: bool = False  # read by parsing the CSV (no usable twin)
-    failures: pd.DataFrame | None = None  # the part's failures file (locator, content_hash, reason)
+    failures: list[Failure] = field(default_factory=list)  # the part's failures file
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One vector made by the embed stage, for the bytes of `locator`."""
+
+    locator: str
+    content_hash: str | None
+    vector: np.ndarray
 
 
 def space_folder(space: EmbeddingSpace) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", space.name.replace("/", "--"))
-    return f"embeddings/{slug}"
+    return f"embeddings/{space.slug}"
 
 
-def content_key(locator: str, content_hash: str | None) -> str:
-    return content_hash or locator
+def write_space(work: WorkDir, space: EmbeddingSpace) -> None:
+    """Publish the space's definition in its folder, so the load stage can register it anywhere."""
+    relpath = f"{space_folder(space)}/{SPACE_FILE}"
+    scratch = work.scratch_file(relpath)
+    json.dump(dataclasses.asdict(space), scratch, indent=2)
+    scratch.close()
+    work.publish(scratch.name, relpath)
+
+
+def read_space(work: WorkDir, folder: str) -> EmbeddingSpace:
+    with work.open_text(f"{folder}/{SPACE_FILE}") as fh:
+        return EmbeddingSpace(**json.load(fh))
+
+
+def space_folders(sizes: dict[str, int]) -> dict[str, dict[str, int]]:
+    """The space folders among a listing of `embeddings/` (path -> size), each with its files."""
+    by_folder: dict[str, dict[str, int]] = {}
+    for path, size in sizes.items():
+        by_folder.setdefault(path.rsplit("/", 1)[0], {})[path] = size
+    return {
+        folder: files
+        for folder, files in sorted(by_folder.items())
+        if f"{folder}/{SPACE_FILE}" in files
+    }
 
 
 def vector_text(vector: np.ndarray) -> str:
@@ -106,11 +135,10 @@ def read_index(work: WorkDir, folder: str) -> PartIndex:
     for _number, path in parts.items():
         index.done.update(content_key(loc, h) for loc, h in _part_keys(work, path, files))
         if has_failures(path, files):
-            failed = read_failures(work, path)
-            permanent = failed[failed["permanent"] == "True"]
             index.failed_permanently.update(
-                content_key(loc, h)
-                for loc, h in zip(permanent["locator"], permanent["content_hash"], strict=False)
+                content_key(f.locator, f.content_hash)
+                for f in read_failures(work, path)
+                if f.permanent
             )
     index.next_number = max(parts, default=-1) + 1
     return index
@@ -128,34 +156,24 @@ class PartWriter:
         self.number = first_number
         self.published: list[str] = []
 
-    def write_space(self) -> None:
-        scratch = self.work.scratch_file(f"{self.folder}/{SPACE_FILE}")
-        json.dump(dataclasses.asdict(self.space), scratch, indent=2)
-        scratch.close()
-        self.work.publish(scratch.name, f"{self.folder}/{SPACE_FILE}")
-
-    def write(
-        self,
-        vectors: list[tuple[str, str | None, np.ndarray]],
-        failures: list[tuple[str, str | None, str, bool]],
-    ) -> str:
+    def write(self, vectors: list[Embedded], failures: list[Failure]) -> str:
         if not self.published:
-            self.write_space()
+            write_space(self.work, self.space)
         part_frame = pd.DataFrame(
-            [(loc, h or "", self.space.name, vector_text(v)) for loc, h, v in vectors],
+            [
+                (v.locator, v.content_hash or "", self.space.name, vector_text(v.vector))
+                for v in vectors
+            ],
             columns=PART_COLUMNS,
         )
-        failure_frame = pd.DataFrame(
-            [(loc, h or "", "embed", reason, permanent) for loc, h, reason, permanent in failures],
-            columns=FAILURE_COLUMNS,
-        )
+        failure_frame = failures_frame(failures)
         while True:
             number = self.number
             self.number += 1
             # The failures file (written even when empty) claims the number, then the part follows:
             # a part's failures are on disk before the part, so no load can see one without the other.
             claimed, _ = self._publish(
-                failure_frame, f"{self.folder}/failures-{number:05d}.csv", exclusive=True
+                failure_frame, failures_file(f"{self.folder}/part-{number:05d}.csv"), exclusive=True
             )
             if claimed is None:
                 continue  # another process took this number meanwhile: use the next one
@@ -167,7 +185,7 @@ class PartWriter:
                 relpath,
                 csv_size,
                 part_frame,
-                np.stack([v for _, _, v in vectors]) if vectors else None,
+                np.stack([v.vector for v in vectors]) if vectors else None,
             )
             self.published.append(path)
             return path
@@ -255,12 +273,6 @@ def _part_keys(work: WorkDir, path: str, sizes: dict[str, int]) -> zip:
             fh, usecols=["locator", "content_hash"], dtype=str, keep_default_na=False
         )
     return zip(frame["locator"].tolist(), frame["content_hash"].tolist(), strict=False)
-
-
-def read_failures(work: WorkDir, part_path: str) -> pd.DataFrame:
-    """A part's failures file, every column as text ('' where empty)."""
-    with work.open_text(failures_file(part_path)) as fh:
-        return pd.read_csv(fh, usecols=FAILURE_COLUMNS, dtype=str, keep_default_na=False)
 
 
 def _keys_type(locator: np.dtype, content_hash: np.dtype) -> np.dtype:

@@ -1,0 +1,61 @@
+"""Objects and their keys. A listed object is known by its locator (where it is); its bytes by a
+content key (what it is): identical bytes under several locators are embedded once per space."""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object as a listing saw it. Column order here is the manifest's column order."""
+
+    locator: str
+    scheme: str  # the kind of source that listed it (the source plug-in's scheme)
+    bucket: str | None
+    key: str
+    name: str
+    size: int | None = None
+    generation: str | None = None
+    etag: str | None = None
+    md5: str | None = None
+    crc32c: str | None = None
+    content_hash: str | None = None
+    content_type: str | None = None
+    updated_at: datetime | None = None
+
+
+OBJECT_COLUMNS = [f.name for f in fields(ObjectInfo)]
+
+
+def content_key(locator: str, content_hash: str | None) -> str:
+    """What identifies an object's bytes: their hash, or the locator when the store gives none."""
+    return content_hash or locator
+
+
+def md5_hash(hex_digest: str) -> str:
+    """The content hash imgvec uses everywhere, so identical bytes match across stores."""
+    return f"md5:{hex_digest}"
+
+
+def md5_from_base64(value: str | None) -> str | None:
+    return md5_hash(base64.b64decode(value).hex()) if value else None
+
+
+def guess_content_type(key: str) -> str | None:
+    return mimetypes.guess_type(key, strict=False)[0]
+
+
+def relative_name(key: str, prefix: str) -> str:
+    """The name an analyst uses: the key below the listed prefix ("2026/IMG001.jpg" under "2026/"
+    is "IMG001.jpg"); the whole key when the prefix is not a folder boundary."""
+    if prefix and key.startswith(prefix):
+        rest = key[len(prefix) :]
+        if prefix.endswith("/"):
+            return rest
+        if rest.startswith("/"):
+            return rest[1:]
+    return key

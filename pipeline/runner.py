@@ -1,0 +1,86 @@
+"""Jobs: a stage run against the database. The embed stage knows nothing of the database
+(`pipeline.embedding.stage`); here it gets what it needs from it — the work-dir lock, its space
+registered, its run tracked, the contents already embedded elsewhere — and `run_source` chains
+list → embed → load, the nightly job's one command."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pipeline import interrupt
+from pipeline.checkpoints.manifest import latest_manifest
+from pipeline.db import open_database
+from pipeline.db.runs import tracked_run
+from pipeline.db.spaces import register_space
+from pipeline.db.work_dir_lock import work_dir_lock
+from pipeline.embedding.backends.base import EmbeddingBackend
+from pipeline.embedding.readers import ObjectReader
+from pipeline.embedding.stage import EmbedOptions, EmbedResult, KnownContents, embed_manifest
+from pipeline.settings import Settings
+from pipeline.workdir import WorkDir
+
+
+async def embed_work_dir(
+    *,
+    work_dir: str,
+    backend: EmbeddingBackend,
+    settings: Settings | None = None,
+    force: bool = False,
+    retry_failed: bool = False,
+    part_size: int = 256,
+    read_workers: int = 8,
+) -> EmbedResult:
+    """Embed the work dir's latest manifest with `backend` into parts; rerun to resume."""
+    settings = settings or Settings()
+    work = WorkDir(work_dir)
+    manifest = latest_manifest(work)
+    options = EmbedOptions(force, retry_failed, part_size, read_workers)
+    space = backend.space
+    with interrupt.graceful():  # a signal stops the work below, which then winds down itself
+        async with open_database(settings) as conn, work_dir_lock(conn, work.spec, space.name):
+            if not await conn.fetchval(
+                "SELECT 1 FROM embedding_spaces WHERE name = $1", space.name
+            ):
+                await asyncio.to_thread(backend.check)  # a mistyped option must not create a space
+                interrupt.check()
+            space_id = await register_space(conn, space)
+            source = work.describe(manifest)
+            async with tracked_run(conn, "embed", source, space_id=space_id) as run:
+                result = EmbedResult(space.name, source, run.run_id, run.counts, backend=backend)
+                reader = ObjectReader(s3_endpoint_url=settings.s3_endpoint_url)
+                known = _known_contents(conn, space_id, asyncio.get_running_loop())
+                try:
+                    await asyncio.to_thread(
+                        embed_manifest, work, manifest, backend, reader, result, options, known
+                    )
+                except interrupt.Interrupted as err:
+                    raise interrupt.Interrupted(
+                        f"{err}: {result.counts['embedded']} images embedded in this run are "
+                        f"kept in {len(result.parts)} parts (searchable once loaded: the rerun, "
+                        "or `imgvec load`)"
+                    ) from None
+    return result
+
+
+def _known_contents(conn, space_id: int, loop: asyncio.AbstractEventLoop) -> KnownContents:
+    """Which of some content hashes already have a current vector in the space, for the stage's
+    reader thread: bytes embedded through another work dir are not embedded again (the load
+    links their objects to the stored vector)."""
+
+    async def lookup(hashes: list[str]) -> set[str]:
+        rows = await conn.fetch(
+            """
+            SELECT DISTINCT o.content_hash FROM objects o
+            JOIN embeddings e ON e.object_id = o.object_id AND e.space_id = $1
+                             AND e.content_hash = o.content_hash
+            WHERE o.content_hash = ANY($2::text[])
+            """,
+            space_id,
+            hashes,
+        )
+        return {r[0] for r in rows}
+
+    def known(hashes: list[str]) -> set[str]:
+        return asyncio.run_coroutine_threadsafe(lookup(hashes), loop).result()
+
+    return known
