@@ -36,6 +36,17 @@ class RetryableError(ImgvecError):
     exit_code = EXIT_TEMPFAIL
 
 
+class ItemFailure(Exception):
+    """One item (an object to read, an image to embed) failed; the run goes on, and the reason is
+    recorded. `permanent`: retrying will not help (not an image, too large); a passing failure (a
+    read that timed out) is tried again by the next run."""
+
+    def __init__(self, reason: str, *, permanent: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
 class ConfigError(PermanentError):
     """Settings or arguments are wrong or incomplete."""
 

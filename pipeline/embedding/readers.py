@@ -7,8 +7,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipeline.embedding.backends.base import ItemFailure
-from pipeline.errors import first_line
+from pipeline.errors import ItemFailure, first_line
 
 MAX_OBJECT_BYTES = 200 * 1024 * 1024
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline import interrupt
 from pipeline.core.space import EmbeddingSpace
+from pipeline.errors import ItemFailure
 
 
 @dataclass
@@ -27,15 +28,6 @@ class ImageItem:
     content_hash: str | None = None
     size: int | None = None  # as listed: an object over the cap fails before it is fetched
     content_type: str | None = None  # as listed (a backend may take some types as they are)
-
-
-class ItemFailure(Exception):
-    """One item could not be embedded; the run goes on. `permanent`: retrying will not help."""
-
-    def __init__(self, reason: str, *, permanent: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
 
 
 Result = np.ndarray | ItemFailure
