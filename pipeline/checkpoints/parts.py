@@ -15,8 +15,9 @@ differs) or if it is missing: the load then parses the CSV.
 A part's existence is the proof its vectors are done, so a crash loses at most the parts in
 flight and a rerun recomputes nothing a part already holds. The failures file comes first and
 claims the part's number (it exists, maybe empty, for every part); one left without its part by a
-crash is ignored, and its items are simply tried again. Parts are keyed by content (the content hash, or the locator when the store
-gives no hash): identical bytes are embedded once per space, whatever their locators.
+crash is ignored, and its items are simply tried again. Parts are keyed by content (the content
+hash, or the locator when the store gives no hash): identical bytes are embedded once per space,
+whatever their locators.
 """
 
 from __future__ import annotations
@@ -106,12 +107,9 @@ def space_folders(sizes: dict[str, int]) -> dict[str, dict[str, int]]:
 
 def vector_text(vector: np.ndarray) -> str:
     """pgvector's text form, '[0.1,0.2,…]', with float32's full precision."""
+    values = vector.astype(np.float32)
     return (
-        "["
-        + ",".join(
-            np.format_float_positional(v, unique=True, trim="-") for v in vector.astype(np.float32)
-        )
-        + "]"
+        "[" + ",".join(np.format_float_positional(v, unique=True, trim="-") for v in values) + "]"
     )
 
 
