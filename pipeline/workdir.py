@@ -18,9 +18,10 @@ class WorkDir:
         self.spec = str(spec)
         parts = urlsplit(self.spec)
         self.gcs = parts.scheme == "gs"
+        # (a gs:// work dir has no `local`: a path of it used by mistake fails at once)
+        self.local: Path
         if self.gcs:
             self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
-            self.local = None
         else:
             self.local = Path(self.spec).expanduser().absolute()
 
@@ -31,14 +32,16 @@ class WorkDir:
 
     def scratch_file(self, relpath: str, *, binary: bool = False):
         """A temp file next to the final place (same filesystem, so the rename is atomic)."""
-        mode = {"mode": "w+b"} if binary else {"mode": "w+", "newline": "", "encoding": "utf-8"}
-        if self.gcs:
-            return tempfile.NamedTemporaryFile(suffix=".tmp", delete=False, **mode)
-        self._create_local_root()
-        target = self.local / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
+        where: dict = {}
+        if not self.gcs:
+            self._create_local_root()
+            target = self.local / relpath
+            target.parent.mkdir(parents=True, exist_ok=True)
+            where = {"dir": target.parent, "prefix": f".{target.name}."}
+        if binary:
+            return tempfile.NamedTemporaryFile("w+b", suffix=".tmp", delete=False, **where)
         return tempfile.NamedTemporaryFile(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False, **mode
+            "w+", newline="", encoding="utf-8", suffix=".tmp", delete=False, **where
         )
 
     def _create_local_root(self) -> None:
@@ -138,9 +141,9 @@ class WorkDir:
         }
 
     def _client(self):
-        from google.cloud import storage
+        import google.cloud.storage
 
-        return storage.Client()
+        return google.cloud.storage.Client()
 
     def discard(self, scratch_path: str) -> None:
         try:

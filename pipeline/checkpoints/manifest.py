@@ -110,7 +110,9 @@ class ManifestWriter:
         if self._header:  # nothing listed: still a valid CSV with the columns
             pd.DataFrame(columns=MANIFEST_COLUMNS).to_csv(self._file, index=False)
         self._file.close()
-        return self.work_dir.publish(self._file.name, self.relpath)
+        published = self.work_dir.publish(self._file.name, self.relpath)
+        assert published is not None  # (only an exclusive publish can find its place taken)
+        return published
 
     def discard(self) -> None:
         self._file.close()

@@ -81,10 +81,10 @@ async def resolve_url(settings: Settings) -> str:
         return url
     status = await asyncio.to_thread(EmbeddedPostgres(settings.pgdata).start)
     database = settings.database_name
-    await _ensure_embedded_database(status.url("postgres"), settings.connect_timeout, database)
-    url = status.url(database)
-    assert url is not None
-    return url
+    admin_url, database_url = status.url("postgres"), status.url(database)
+    assert admin_url is not None and database_url is not None  # (the server was just started)
+    await _ensure_embedded_database(admin_url, settings.connect_timeout, database)
+    return database_url
 
 
 async def connect(
@@ -170,8 +170,8 @@ def _host(url: str) -> str | None:
         host, _, query = _url_parts(url)
     except ValueError:
         return None
-    host = host or (query.get("host") or [None])[0] or os.environ.get("PGHOST")  # ?host=a&host=b
-    return host or None
+    found = host or next(iter(query.get("host") or []), None) or os.environ.get("PGHOST")
+    return found or None  # (?host=a&host=b: the first)
 
 
 def _where(url: str) -> str:
@@ -181,7 +181,7 @@ def _where(url: str) -> str:
     except ValueError:
         return mask_url(url)
     host = _host(url)
-    port = port or (query.get("port") or [None])[0] or os.environ.get("PGPORT") or 5432
+    port = port or next(iter(query.get("port") or []), None) or os.environ.get("PGPORT") or "5432"
     if host is None:
         return f"the default socket directory, port {port}"
     if host.startswith("/"):
