@@ -37,8 +37,9 @@ from peak_rss import peak_rss_mb  # noqa: E402
 from pipeline.core.space import EmbeddingSpace  # noqa: E402
 from pipeline.db import connect, open_database  # noqa: E402
 from pipeline.db.connection import resolve_url  # noqa: E402
-from pipeline.db.spaces import create_hnsw_index, partition_name, register_space  # noqa: E402
+from pipeline.db.spaces import partition_name, register_space  # noqa: E402
 from pipeline.loading.binary_copy import binary_copy  # noqa: E402
+from pipeline.loading.indexing import create_hnsw_index  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 SPACE = EmbeddingSpace("bench", "clustered", "seed0", 512)
@@ -291,7 +292,7 @@ def bench_c(scratch: Path, env: dict, n: int = 10_000) -> None:
     from PIL import Image
 
     from pipeline.checkpoints.parts import Embedded, PartWriter, space_folder
-    from pipeline.embedding.backends import get_backend
+    from pipeline.plugins import get_backend
     from pipeline.workdir import WorkDir
 
     print(f"(c) imgvec run over an unchanged {n:,}-object folder (default backend: CLIP ViT-B-32)")
@@ -382,7 +383,9 @@ def main(which: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child-load":
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child-load":
         child_load(sys.argv[2], sys.argv[3])
     else:
         main(sys.argv[1] if len(sys.argv) > 1 else "abc")

@@ -13,8 +13,10 @@ import pytest
 
 from pipeline.core.space import EmbeddingSpace
 from pipeline.db import connect, open_database
+from pipeline.db.default_view import set_default_space
 from pipeline.db.schema import current_revision, head_revision, upgrade
-from pipeline.db.spaces import create_hnsw_index, register_space, set_default_space
+from pipeline.db.spaces import register_space
+from pipeline.loading.indexing import create_hnsw_index
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +132,7 @@ SPACE_AT_0004 = [
     "CREATE TABLE embeddings_space_1 PARTITION OF embeddings FOR VALUES IN (1)",
     "INSERT INTO objects (locator, scheme, bucket, key, name)"
     " VALUES ('gs://p/IMG001.jpg', 'gs', 'p', 'IMG001.jpg', 'IMG001.jpg')",
-    # The view as making the space the default left it then (pipeline.db.spaces).
+    # The view as making the space the default left it then (pipeline.db.default_view).
     "DROP VIEW image_embeddings",
     "CREATE VIEW image_embeddings AS SELECT o.name AS image_id, o.locator AS content,"
     " e.embedding::vector(512) AS embedding FROM embeddings e"

@@ -16,9 +16,10 @@ from pipeline.checkpoints.failures import Failure
 from pipeline.checkpoints.parts import Embedded, PartWriter, read_part, space_folder
 from pipeline.core.space import EmbeddingSpace
 from pipeline.db import connect
-from pipeline.embedding.backends import get_backend
 from pipeline.listing import list_source
-from pipeline.loading import _groups, load_work_dir
+from pipeline.loading import load_work_dir
+from pipeline.loading.groups import plan_groups
+from pipeline.plugins import get_backend
 from pipeline.runner import embed_work_dir
 from pipeline.workdir import WorkDir
 from tests.conftest import IMGVEC, run_imgvec
@@ -218,7 +219,7 @@ async def test_an_object_in_several_groups_of_one_load_keeps_one_row_with_the_la
     space = EmbeddingSpace("test", "hand-written", "v1", 4)
     writer = PartWriter(WorkDir(work), space_folder(space), space, 0)
     last = 6
-    assert [len(group) for group in _groups(list(range(last + 1)))] == [1, 2, 4]
+    assert [len(group) for group in plan_groups(list(range(last + 1)))] == [1, 2, 4]
     appears = {
         "ghost.png": [0, 3],
         "img0.png": range(last + 1),  # in every group: replaced while its last group is in flight

@@ -7,8 +7,7 @@ import asyncio
 import asyncpg
 
 from pipeline.db import locks
-from pipeline.db.spaces import _SPACES_LOCK_KEY
-from pipeline.loading import space_load_lock
+from pipeline.loading.space_loader import space_load_lock
 
 # The space whose load lock was the spaces lock when the load lock was "base + space_id".
 SPACE_1804 = 1804
@@ -19,7 +18,7 @@ async def test_load_lock_of_space_1804_does_not_block_the_spaces_lock(server_url
     loader = await asyncpg.connect(server_url)
     try:
         async with ddl.transaction():
-            await ddl.execute("SELECT pg_advisory_xact_lock($1)", _SPACES_LOCK_KEY)  # as spaces.py
+            await ddl.execute("SELECT pg_advisory_xact_lock($1)", locks.SPACES_DDL)  # as spaces.py
             async with asyncio.timeout(5):  # blocked before: the same key
                 async with space_load_lock(loader, SPACE_1804):
                     held = await ddl.fetchval(

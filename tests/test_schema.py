@@ -10,8 +10,10 @@ import pytest
 
 from pipeline.core.space import EmbeddingSpace
 from pipeline.db import connect, open_database
+from pipeline.db.default_view import set_default_space
 from pipeline.db.schema import current_revision, downgrade, head_revision, upgrade
-from pipeline.db.spaces import create_hnsw_index, register_space, set_default_space
+from pipeline.db.spaces import register_space
+from pipeline.loading.indexing import create_hnsw_index
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = EmbeddingSpace("clip", "ViT-B-32", "none", 512)

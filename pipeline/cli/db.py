@@ -1,15 +1,16 @@
-"""`imgvec db start|stop|status|url|upgrade|downgrade|grant-reader` and `imgvec psql`."""
+"""`imgvec db start|stop|url|upgrade|downgrade|default-source|grant-reader` and `imgvec psql`;
+`imgvec db status` is in pipeline.cli.db_status."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pipeline.cli.db_status import status
 from pipeline.errors import ConfigError, UsageError
 
 # The database modules (asyncpg, SQLAlchemy, Alembic) are imported inside the commands that use
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
 db_app = typer.Typer(
     help="Manage imgvec's database (embedded unless DATABASE_URL is set).", no_args_is_help=True
 )
-
-EXIT_NOT_RUNNING = 3
 
 
 class EmbeddedServerIsPrivate(UsageError):
@@ -56,49 +55,7 @@ def stop(ctx: typer.Context) -> None:
     typer.echo("stopped" if stopped else "not running")
 
 
-@db_app.command()
-def status(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Say which database imgvec uses and whether it is up. Exit code 3: not running.
-
-    Example: imgvec db status --json
-    """
-    from pipeline.db import mask_url, resolve_url
-    from pipeline.db.embedded import EmbeddedPostgres
-
-    settings: Settings = ctx.obj
-    info: dict = {"embedded": settings.embedded}
-    if settings.embedded:
-        server = EmbeddedPostgres(settings.pgdata).status()
-        info |= {"running": server.running, "pgdata": str(server.pgdata), "pid": server.pid}
-        url = server.url(settings.database_name)
-    else:
-        url = asyncio.run(resolve_url(settings))
-        info["running"] = True
-    if url is not None:
-        info |= {"url": mask_url(url)} | asyncio.run(_describe(url, settings.connect_timeout))
-    if as_json:
-        typer.echo(json.dumps(info))
-    elif info["running"]:
-        typer.echo(
-            f"running: PostgreSQL {info['server_version']}, pgvector {info['pgvector']}, "
-            f"schema {info['schema']} (latest {info['schema_head']})"
-        )
-        typer.echo(f"url: {info['url']}")
-        if settings.embedded:
-            typer.echo(f"data: {info['pgdata']} (postmaster pid {info['pid']})")
-        for problem in info["problems"]:
-            typer.echo(f"problem: {problem}")
-        for note in info["notes"]:
-            typer.echo(f"note: {note}")
-    else:
-        typer.echo(
-            f"stopped: embedded PostgreSQL, data in {info['pgdata']}; `imgvec db start` starts it"
-        )
-    if not info["running"]:
-        raise typer.Exit(EXIT_NOT_RUNNING)
+db_app.command()(status)  # registered here: `imgvec db --help` lists the commands in order
 
 
 @db_app.command()
@@ -260,47 +217,3 @@ async def _migrated_revision(settings: Settings) -> str | None:
 
     async with open_database(settings) as conn:
         return await current_revision(conn)
-
-
-async def _describe(url: str, timeout: float) -> dict:
-    """The server's state, problems included (a too old pgvector, a schema the role may not
-    read): `db status` reports them and exits 0; the commands that need the database refuse."""
-    from pipeline.db import MIN_SERVER_VERSION, connect, pgvector_of
-    from pipeline.db.schema import current_revision, head_revision
-
-    conn = await connect(url, timeout=timeout, register_vector=False)
-    try:
-        database = await conn.fetchval("SELECT current_database()")
-        pgvector = await pgvector_of(conn)
-        problems, notes = [], pgvector.notes(database)
-        if await conn.fetchval("SELECT current_setting('server_version_num')::int") < (
-            MIN_SERVER_VERSION
-        ):
-            problems.append("imgvec needs PostgreSQL 15 or newer")
-        if (problem := pgvector.problem(database)) is not None:
-            problems.append(f"{problem[0]}; {problem[1]}")
-            notes = []  # the problem says what to do
-        try:
-            schema = await current_revision(conn)
-        except asyncpg_errors() as err:
-            schema = None
-            problems.append(f"the schema cannot be read: {err}")
-        return {
-            "server_version": await conn.fetchval("SHOW server_version"),
-            "pgvector": pgvector.version,
-            "pgvector_installed": pgvector.installed,
-            "pgvector_available": pgvector.available,
-            "iterative_scans": pgvector.iterative_scans,
-            "schema": schema,
-            "schema_head": head_revision(),
-            "problems": problems,
-            "notes": notes,
-        }
-    finally:
-        await conn.close()
-
-
-def asyncpg_errors() -> type[Exception]:
-    import asyncpg
-
-    return asyncpg.PostgresError

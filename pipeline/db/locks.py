@@ -6,8 +6,8 @@ of int4 keys; see "pg_locks" in the PostgreSQL manual), so `pg_advisory_lock(k)`
 `pg_advisory_lock(a, b)` are different locks whatever the numbers. Locks on one thing of many use
 the pair (namespace, id) with a namespace per purpose below: no id can run into another purpose's
 key, as "base + space_id" did (the load lock, a bigint, met the spaces lock at space 1804). The
-one-key locks (migrations in db/schema.py, partition DDL in db/spaces.py) are fixed bigints, so they
-cannot collide with these either.
+one-key locks (migrations in db/schema.py, SPACES_DDL below) are fixed bigints, so they cannot
+collide with these either.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import asyncpg
 
 # int4 namespaces, four ASCII letters each so that pg_locks' `classid` is recognisable.
 LOAD = 0x696D6C64  # "imld": one loader per embedding space; id = space_id
-SPACES = 0x696D7370  # "imsp": free for partition DDL (id 0), should db/spaces.py take the pair form
+
+# One-key (bigint) transaction lock, "imgsp": serialises registering spaces (their partition DDL)
+# and switching the default space between processes.
+SPACES_DDL = 0x696D677370
 
 
 async def acquire(conn: asyncpg.Connection, namespace: int, key: int) -> None:

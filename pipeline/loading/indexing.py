@@ -3,6 +3,10 @@
 Building once over loaded rows is far faster than inserting into an existing index; the build
 gets a roomy, transaction-local maintenance_work_mem (a graph that fits in memory builds many
 times faster) and reports its progress from pg_stat_progress_create_index.
+
+pgvector's HNSW needs a fixed dimension, so each space's partition gets an expression index on
+`embedding::vector(dim)`: queries that say `WHERE space_id = N ORDER BY embedding::vector(dim) <->
+q` (as `image_embeddings` does) are pruned to that partition and use its index.
 """
 
 from __future__ import annotations
@@ -10,9 +14,15 @@ from __future__ import annotations
 import asyncio
 import re
 
-from pipeline.db.spaces import create_hnsw_index, partition_name
+import asyncpg
+
+from pipeline.db import connect
+from pipeline.db.spaces import partition_name
 from pipeline.progress import Progress
 
+# Operator class per query operator: <-> (L2, the analysts' operator), <=> (cosine), <#> (ip).
+OPCLASSES = ("vector_l2_ops", "vector_cosine_ops", "vector_ip_ops")
+MAX_HNSW_DIMENSION = 2000  # pgvector's limit for an HNSW index on `vector`
 _MEMORY = re.compile(r"^\d+\s*(kB|MB|GB)$")
 
 
@@ -55,10 +65,50 @@ async def build_index(
     return index
 
 
+async def create_hnsw_index(
+    conn: asyncpg.Connection,
+    space_id: int,
+    *,
+    opclass: str = "vector_l2_ops",
+    m: int = 16,
+    ef_construction: int = 64,
+) -> str:
+    """Build (if missing) the HNSW index of a space's partition; returns its name.
+
+    Build it after the bulk load: inserting into an existing HNSW index is far slower than
+    building it once over the loaded rows.
+    """
+    if opclass not in OPCLASSES:
+        raise ValueError(f"opclass must be one of {', '.join(OPCLASSES)}, not {opclass!r}")
+    dimension = await _dimension(conn, space_id)
+    if dimension > MAX_HNSW_DIMENSION:
+        raise ValueError(
+            f"space {space_id} has {dimension} dimensions; pgvector's HNSW indexes at most "
+            f"{MAX_HNSW_DIMENSION} on vector (use a smaller --dimension or halfvec)"
+        )
+    partition = partition_name(space_id)
+    index = f"{partition}_hnsw_{opclass.removeprefix('vector_').removesuffix('_ops')}"
+    await conn.execute(
+        f"""
+        CREATE INDEX IF NOT EXISTS {index} ON {partition}
+        USING hnsw ((embedding::vector({dimension})) {opclass})
+        WITH (m = {int(m)}, ef_construction = {int(ef_construction)})
+        """
+    )
+    return index
+
+
+async def _dimension(conn: asyncpg.Connection, space_id: int) -> int:
+    dimension = await conn.fetchval(
+        "SELECT dimension FROM embedding_spaces WHERE space_id = $1", space_id
+    )
+    if dimension is None:
+        raise LookupError(f"no embedding space with id {space_id}")
+    return dimension
+
+
 async def _report_progress(url: str, partition: str) -> None:
     """Poll the build's progress from a second connection, one line or bar update a second."""
-    from pipeline.db import connect
-
     conn = await connect(url)
     progress = Progress("index", "tuples")
     try:
