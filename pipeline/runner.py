@@ -6,16 +6,22 @@ list → embed → load, the nightly job's one command."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from pipeline import interrupt
 from pipeline.checkpoints.manifest import latest_manifest
-from pipeline.db import open_database
+from pipeline.db import connect, open_database, resolve_url
 from pipeline.db.runs import tracked_run
 from pipeline.db.spaces import register_space
-from pipeline.db.work_dir_lock import work_dir_lock
+from pipeline.db.work_dir_lock import check_work_dir_free, work_dir_lock
 from pipeline.embedding.backends.base import EmbeddingBackend
 from pipeline.embedding.readers import ObjectReader
 from pipeline.embedding.stage import EmbedOptions, EmbedResult, KnownContents, embed_manifest
+from pipeline.listing import ListingResult, list_source
+from pipeline.loading import LoadResult, load_work_dir
+from pipeline.search import save_text_queries
 from pipeline.settings import Settings
 from pipeline.workdir import WorkDir
 
@@ -84,3 +90,54 @@ def _known_contents(conn, space_id: int, loop: asyncio.AbstractEventLoop) -> Kno
         return asyncio.run_coroutine_threadsafe(lookup(hashes), loop).result()
 
     return known
+
+
+@dataclass
+class SourceRun:
+    """What `run_source` did, stage by stage; `texts` are the pending text queries it embedded."""
+
+    listing: ListingResult
+    embedding: EmbedResult
+    loading: LoadResult
+    texts: list[str]
+
+
+async def run_source(
+    settings: Settings,
+    source: str,
+    backend: EmbeddingBackend,
+    *,
+    work_dir: str | None = None,
+    list_options: dict[str, Any] | None = None,
+    embed_options: dict[str, Any] | None = None,
+    on_stage: Callable[[str, Any], None] | None = None,
+) -> SourceRun:
+    """List `source`, embed what is new or changed with `backend`, load and index, then embed the
+    text queries analysts queued: the nightly job. Idempotent and resumable: rerun it after any
+    failure. `list_options` go to `list_source`, `embed_options` to `embed_work_dir`;
+    `on_stage(stage, result)` hears of each stage ("list", "embed", "load", "texts") as it ends."""
+    work_dir = work_dir or settings.work_dir
+    report = on_stage or (lambda stage, result: None)
+    # Before the listing: another run embedding into this work dir would be waited for only
+    # after the whole source was listed.
+    conn = await connect(
+        await resolve_url(settings), timeout=settings.connect_timeout, register_vector=False
+    )
+    try:
+        await check_work_dir_free(conn, WorkDir(work_dir).spec, backend.space.name)
+    finally:
+        await conn.close()
+    listing = await list_source(
+        source, work_dir=work_dir, settings=settings, **(list_options or {})
+    )
+    report("list", listing)
+    embedding = await embed_work_dir(
+        work_dir=work_dir, backend=backend, settings=settings, **(embed_options or {})
+    )
+    report("embed", embedding)
+    loading = await load_work_dir(work_dir=work_dir, settings=settings)
+    report("load", loading)
+    async with open_database(settings) as conn:
+        texts = await save_text_queries(conn, embedding.backend, [])
+    report("texts", texts)
+    return SourceRun(listing, embedding, loading, texts)

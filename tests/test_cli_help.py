@@ -28,3 +28,18 @@ def test_every_command_is_covered():
     page = run_imgvec("--help", env={"COLUMNS": "120"}).stdout
     listed = set(re.findall(r"^│ ([a-z][a-z-]+) ", page, flags=re.M))
     assert listed - {"db"} == {c[0] for c in COMMANDS if len(c) == 1}
+
+
+def test_a_backend_option_is_a_flag_under_its_backend_panel():
+    page = run_imgvec("embed", "--help", env={"COLUMNS": "120"}).stdout
+    vertex_panel = page[page.index("Vertex AI (--backend vertex)") :]
+    assert re.search(r"--dimension\s+INTEGER\s+128, 256, 512 or 1408", vertex_panel), page
+    assert re.search(r"--transport\s+rest\|grpc", vertex_panel), page
+    clip_panel = page[page.index("CLIP (--backend clip)") : page.index("Vertex AI (")]
+    assert re.search(r"--pretrained\s+TEXT", clip_panel), page
+
+
+def test_an_unknown_backend_is_a_usage_error_with_a_close_match():
+    result = run_imgvec("embed", "--backend", "clpi", check=False)
+    assert result.returncode == 2, result.stderr
+    assert "unknown backend 'clpi'" in result.stderr and "did you mean 'clip'?" in result.stderr

@@ -16,9 +16,10 @@ import pytest
 from pipeline import embed_images, embed_texts
 from pipeline.checkpoints.parts import parse_vector
 from pipeline.db import connect
-from pipeline.embedding.backends import get_backend
+from pipeline.embedding.backends.vertex import VertexBackend
 from pipeline.listing import list_source
 from pipeline.loading import load_work_dir
+from pipeline.plugins import get_backend
 from pipeline.runner import embed_work_dir
 from tests.conftest import IMGVEC, run_imgvec
 from tests.fakes.vertex import FakeVertex, FakeVertexConfig, expected_vector
@@ -273,14 +274,10 @@ async def test_vertex_gcs_objects_go_as_uris_through_429_and_503(tmp_path, setti
         )
     )
     try:
-        backend = get_backend(
-            "vertex",
-            project="test",
-            dimension=128,
-            api_endpoint=fake.endpoint,
-            requests_per_minute=60_000,
-            backoff=0.02,
+        options = VertexBackend.Options(
+            project="test", dimension=128, api_endpoint=fake.endpoint, rate_limit=60_000
         )
+        backend = VertexBackend(options, backoff=0.02)  # quick retries: a test, not a quota
         await list_source("gs://photos", work_dir=str(tmp_path / "work"), settings=settings)
         result = await embed_work_dir(
             work_dir=str(tmp_path / "work"), backend=backend, settings=settings
@@ -318,7 +315,7 @@ async def test_vertex_local_files_go_as_bytes(tmp_path, settings, vertex):
         project="test",
         dimension=256,
         api_endpoint=vertex.endpoint,
-        requests_per_minute=60_000,
+        rate_limit=60_000,
     )
     result = await list_and_embed(tmp_path / "images", tmp_path / "work", settings, backend)
     assert (result.counts["embedded"], result.counts["failed"]) == (1, 1)

@@ -18,10 +18,10 @@ from PIL import Image
 
 from pipeline import embed_images
 from pipeline.checkpoints.parts import parse_vector
-from pipeline.embedding.backends import get_backend
-from pipeline.embedding.backends.vertex import MAX_IMAGE_BYTES
+from pipeline.embedding.backends.vertex_requests import MAX_IMAGE_BYTES
 from pipeline.embedding.images import decode_image
 from pipeline.listing import list_source
+from pipeline.plugins import get_backend
 from pipeline.runner import embed_work_dir
 from tests.conftest import IMGVEC, run_imgvec
 from tests.fakes.vertex import FakeVertex
@@ -36,7 +36,7 @@ def backend(fake: FakeVertex):
         project="test",
         dimension=DIMENSION,
         api_endpoint=fake.endpoint,
-        requests_per_minute=60_000,
+        rate_limit=60_000,
     )
 
 

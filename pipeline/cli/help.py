@@ -73,16 +73,19 @@ def _plain_metavars(callback) -> None:
             if isinstance(info, ArgumentInfo) and info.metavar is None:
                 info.metavar = parameter.name.upper()
             elif isinstance(info, OptionInfo) and info.metavar is None:
-                info.metavar = _metavar(kind)
+                info.metavar = metavar_for(kind)
 
 
-def _metavar(kind) -> str:
+def metavar_for(kind) -> str:
+    """TEXT, INTEGER, NUMBER, `a|b` for choices, or nothing (a flag) for a Python type."""
     if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
     if typing.get_origin(kind) is list:
         kind = typing.get_args(kind)[0]
     if kind is bool:
         return ""
+    if typing.get_origin(kind) is typing.Literal:
+        return "|".join(str(choice) for choice in typing.get_args(kind))
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return "|".join(str(member.value) for member in kind)
     return _NAMES.get(kind, "TEXT")

@@ -1,22 +1,11 @@
-"""`imgvec load` (the load stage) and `imgvec run` (list, embed, load and index in one command)."""
+"""`imgvec load` (the load stage) and `imgvec index` (its HNSW indexes, tuned or rebuilt)."""
 
 import asyncio
-import inspect
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from pipeline.cli.embed_cmd import (
-    backend_from_options,
-    embed_command,
-    run_embedding,
-    stage_options,
-)
-from pipeline.cli.list_cmd import list_command, run_listing
 from pipeline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
 
 
 def load_command(
@@ -36,7 +25,12 @@ def load_command(
 
     Example: imgvec load --work-dir ./imgvec-work
     """
-    result = run_loading(ctx.obj, work_dir=work_dir, index=index)
+    from pipeline.loading import load_work_dir
+
+    settings = ctx.obj
+    result = asyncio.run(
+        load_work_dir(work_dir=work_dir or settings.work_dir, settings=settings, index=index)
+    )
     typer.echo(f"loaded: {result.summary()}")
 
 
@@ -101,82 +95,3 @@ def index_command(
 
     for name, index in asyncio.run(run()):
         typer.echo(f"{name}: {index}")
-
-
-def run_loading(settings: "Settings", *, work_dir: str | None, index: bool = True):
-    from pipeline.loading import load_work_dir
-
-    return asyncio.run(
-        load_work_dir(work_dir=work_dir or settings.work_dir, settings=settings, index=index)
-    )
-
-
-def run_command(ctx: typer.Context, **options) -> None:
-    """List SOURCE, embed what is new or changed, load and index: the nightly job's one command.
-
-    Idempotent and resumable: rerun it after any failure. Exit code 3: finished with failures.
-
-    Example: imgvec run gs://photos/2026/ --backend vertex --dimension 512
-    """
-    settings: Settings = ctx.obj
-    options["work_dir"] = options["work_dir"] or settings.work_dir
-    model_backend = backend_from_options(options)  # a wrong option fails before the listing
-    _check_work_dir_free(settings, options["work_dir"], model_backend.space.name)
-    listing = run_listing(settings, options["source"], **{k: options[k] for k in _LIST_OPTIONS})
-    typer.echo(f"listed {options['source']}: {listing.summary()}")
-    embedding = run_embedding(settings, model_backend, **stage_options(options))
-    typer.echo(f"embedded: {embedding.summary()}")
-    loading = run_loading(settings, work_dir=options["work_dir"])
-    typer.echo(f"loaded: {loading.summary()}")
-    texts = _embed_pending_texts(settings, embedding.backend)
-    if texts:
-        typer.echo(f"embedded {len(texts)} pending text quer{'y' if len(texts) == 1 else 'ies'}")
-    if note := embedding.failures_note():
-        typer.echo(note, err=True)
-    raise typer.Exit(embedding.exit_code)
-
-
-def _check_work_dir_free(settings: "Settings", work_dir: str, space: str) -> None:
-    from pipeline.db import connect, resolve_url
-    from pipeline.db.work_dir_lock import check_work_dir_free
-    from pipeline.workdir import WorkDir
-
-    async def check():
-        url = await resolve_url(settings)
-        conn = await connect(url, timeout=settings.connect_timeout, register_vector=False)
-        try:
-            await check_work_dir_free(conn, WorkDir(work_dir).spec, space)
-        finally:
-            await conn.close()
-
-    asyncio.run(check())
-
-
-def _embed_pending_texts(settings: "Settings", backend) -> list[str]:
-    """Texts analysts queued with INSERT INTO text_queries get their vectors with the nightly run."""
-    from pipeline.db import open_database
-    from pipeline.search import save_text_queries
-
-    async def run():
-        async with open_database(settings) as conn:
-            return await save_text_queries(conn, backend, [])
-
-    return asyncio.run(run())
-
-
-# `run` takes every option of `list` and of `embed`: its signature is theirs, joined, so the two
-# stay in step with no copy of their declarations.
-def _params(command) -> list[inspect.Parameter]:
-    return [p for p in inspect.signature(command).parameters.values() if p.name != "ctx"]
-
-
-_list_params = _params(list_command)
-_LIST_OPTIONS = [p.name for p in _list_params if p.name != "source"]
-_embed_params = [p for p in _params(embed_command) if p.name not in {q.name for q in _list_params}]
-_EMBED_OPTIONS = [p.name for p in _params(embed_command)]
-run_command.__signature__ = inspect.Signature(
-    [inspect.signature(list_command).parameters["ctx"], *_list_params, *_embed_params]
-)
-run_command.__annotations__ = {
-    p.name: p.annotation for p in run_command.__signature__.parameters.values()
-}

@@ -1,4 +1,4 @@
-"""`imgvec models`: the models each backend offers, with their dimension and weights."""
+"""`imgvec models`: the models each installed backend offers, with their dimension and weights."""
 
 from __future__ import annotations
 
@@ -20,23 +20,9 @@ def models_command(
 
     Example: imgvec models | grep ViT-B
     """
-    from pipeline.embedding.backends import clip_models
-    from pipeline.embedding.backends.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED
-    from pipeline.embedding.backends.vertex import DIMENSIONS, MODEL
+    from pipeline import plugins
 
     typer.echo("backend  model  dimension  weights (--pretrained; * default, + in the local cache)")
-    typer.echo(f"vertex  {MODEL}  {'|'.join(map(str, DIMENSIONS))}  (the service's)")
-    weights = clip_models.pretrained_tags()
-    for name in clip_models.model_names():
-        tags = weights.get(name, [])
-        if not (tags or all_models):
-            continue
-        marked = [
-            tag
-            + ("*" if (name, tag) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) else "")
-            + ("+" if clip_models.is_cached(name, tag) else "")
-            for tag in tags
-        ]
-        default = "*" if name == DEFAULT_MODEL else ""
-        dimension = clip_models.embedding_dimension(name)
-        typer.echo(f"clip    {name}{default}  {dimension}  {', '.join(marked) or '(no weights)'}")
+    for name in reversed(plugins.backend_names()):  # the default backend's long list last
+        for model, dimension, weights in plugins.backend_class(name).models(all_models):
+            typer.echo(f"{name:<6}  {model}  {dimension}  {weights}")

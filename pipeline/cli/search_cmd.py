@@ -1,46 +1,15 @@
 """`imgvec search` and `imgvec text-embed`: both need the backend of the space they search."""
 
 import asyncio
-import functools
-import inspect
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from pipeline.cli.embed_cmd import build_backend, embed_command
-
-if TYPE_CHECKING:  # pydantic-settings is imported when a command reads its settings
-    from pipeline.settings import Settings
-
-_BACKEND_OPTIONS = set(inspect.signature(build_backend).parameters) | {"backend"}
-BACKEND_PARAMS = [
-    p for p in inspect.signature(embed_command).parameters.values() if p.name in _BACKEND_OPTIONS
-]
+from pipeline.cli.backend_options import backend_from_context
 
 
-def with_backend_options(fn):
-    """Give a command every backend option of `embed` (one declaration, shared), handed to it in
-    the `make_backend` argument: a function that builds the backend, so the command can refuse a
-    bad query before any backend (or model) is built."""
-    own = [p for p in inspect.signature(fn).parameters.values() if p.name != "make_backend"]
-
-    @functools.wraps(fn)
-    def command(**kwargs):
-        options = {name: kwargs.pop(name) for name in list(kwargs) if name in _BACKEND_OPTIONS}
-        backend = options.pop("backend")
-        return fn(**kwargs, make_backend=functools.partial(build_backend, backend, **options))
-
-    command.__signature__ = inspect.Signature(own + BACKEND_PARAMS)
-    command.__annotations__ = {
-        p.name: p.annotation for p in command.__signature__.parameters.values()
-    }
-    del command.__wrapped__  # typer must read the joined signature, not fn's
-    return command
-
-
-@with_backend_options
 def search_command(
     ctx: typer.Context,
     text: Annotated[str | None, typer.Argument(help='Words to search for, e.g. "red car".')] = None,
@@ -61,7 +30,6 @@ def search_command(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    make_backend=None,
 ) -> None:
     """The images nearest to a text, an image, or both (hybrid), with distance and a 0-1 score.
 
@@ -75,7 +43,7 @@ def search_command(
     from pipeline.db import open_database
     from pipeline.search import search
 
-    model = make_backend()
+    model = backend_from_context(ctx)
 
     async def run():
         async with open_database(ctx.obj) as conn:
@@ -96,13 +64,11 @@ def search_command(
         typer.echo(f"imgvec: {matches.why_empty}", err=True)
 
 
-@with_backend_options
 def text_embed_command(
     ctx: typer.Context,
     texts: Annotated[
         list[str] | None, typer.Argument(help="Texts to save; with none, embed the pending ones.")
     ] = None,
-    make_backend=None,
 ) -> None:
     """Save texts for SQL search (table text_embeddings, view text_queries) and embed pending ones.
 
@@ -111,8 +77,8 @@ def text_embed_command(
     from pipeline.db import open_database
     from pipeline.search import save_text_queries
 
-    settings: Settings = ctx.obj
-    model = make_backend()
+    settings = ctx.obj
+    model = backend_from_context(ctx)
 
     async def run():
         async with open_database(settings) as conn:

@@ -1,7 +1,7 @@
 """The notebook API: embed `(locator, PIL.Image)` pairs or texts, vectors back in a stream.
 
 from pipeline import embed_images
-for locator, vector in embed_images(pairs, backend="clip", pretrained="none"):
+for locator, vector in embed_images(pairs, pretrained="none"):  # the first installed backend
     ...
 """
 
@@ -11,18 +11,20 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from pipeline.embedding.backends import EmbeddingBackend, ImageItem, ItemFailure, get_backend
+from pipeline.embedding.backends import EmbeddingBackend, ImageItem, ItemFailure
+from pipeline.plugins import backend_names, get_backend
 
 
 def embed_images(
     items: Iterable[tuple[str, object]],
-    backend: str | EmbeddingBackend = "clip",
+    backend: str | EmbeddingBackend | None = None,
     *,
     batch_size: int = 50,
     **backend_options,
 ) -> Iterator[tuple[str, np.ndarray | None]]:
     """Yield `(locator, vector)` for each `(locator, PIL.Image)`, in order, holding at most a few
-    batches in memory. An image that cannot be embedded yields `(locator, None)`."""
+    batches in memory. `backend`: a name (default: the first installed) with its options, or a
+    backend. An image that cannot be embedded yields `(locator, None)`."""
     model = _backend(backend, batch_size, backend_options)
 
     def prepared() -> Iterator[ImageItem]:
@@ -39,7 +41,7 @@ def embed_images(
 
 def embed_texts(
     texts: Iterable[str],
-    backend: str | EmbeddingBackend = "clip",
+    backend: str | EmbeddingBackend | None = None,
     *,
     batch_size: int = 50,
     **backend_options,
@@ -49,6 +51,9 @@ def embed_texts(
 
 
 def _backend(backend, batch_size: int, options: dict) -> EmbeddingBackend:
-    model = get_backend(backend, **options) if isinstance(backend, str) else backend
+    if isinstance(backend, EmbeddingBackend):
+        model = backend
+    else:
+        model = get_backend(backend or backend_names()[0], **options)
     model.batch_size = min(batch_size, model.max_batch_size or batch_size)
     return model

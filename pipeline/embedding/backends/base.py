@@ -1,5 +1,12 @@
-"""The backend protocol: a backend is a class with one abstract batch method for images and one
-for texts. The base class does the batching, the concurrency and the validation."""
+"""The backend protocol, what a plug-in implements (found through `pipeline.plugins`):
+
+- `name`: the registry name (`--backend NAME`); `help_panel`: the heading of its flags in `--help`;
+- `Options`: a pydantic model of what a user may choose; the CLI makes one flag per field (its
+  description is the help, its default the default) and `from_options` validates through it;
+- `options_for_space(space)`: the flags that select a space again (told to analysts);
+- `input_kind`, `embed_image_batch`, `embed_text_batch` and `space`: the work itself.
+
+The base class does the batching, the concurrency and the validation of vectors."""
 
 from __future__ import annotations
 
@@ -9,13 +16,14 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from pipeline import interrupt
 from pipeline.core.space import EmbeddingSpace
-from pipeline.errors import ItemFailure
+from pipeline.errors import ItemFailure, UsageError
 
 
 @dataclass
@@ -34,8 +42,12 @@ Result = np.ndarray | ItemFailure
 
 
 class EmbeddingBackend(abc.ABC):
-    #: registry name, e.g. "clip"
+    #: registry name, as given to --backend
     name: ClassVar[str]
+    #: what a user may choose: one CLI flag per field (`--field-name`), checked by pydantic
+    Options: ClassVar[type[BaseModel]]
+    #: the heading of this backend's flags in `--help`
+    help_panel: ClassVar[str]
     #: what `ImageItem.source` holds when a batch reaches the backend, as `load_source` makes it:
     #: "image" a decoded RGB PIL image, passed through `prepare`; "bytes" the object's bytes
     #: (checked to be an image first). A backend that needs more overrides `load_source`.
@@ -46,6 +58,36 @@ class EmbeddingBackend(abc.ABC):
     max_batch_size: ClassVar[int | None] = None
     #: how many batches may be in flight at once (I/O-bound remote backends want many)
     concurrency: int = 1
+
+    @classmethod
+    def from_options(cls, **values: Any) -> Self:
+        """The backend the options describe, checked by `Options` (a bad value is a usage error
+        naming its flag). Cheap: models and clients load on first use."""
+        try:
+            options = cls.Options(**values)
+        except ValidationError as err:
+            problem = err.errors()[0]
+            message = problem["msg"].removeprefix("Value error, ")
+            if problem["loc"]:
+                message = f"--{str(problem['loc'][0]).replace('_', '-')}: {message}"
+            raise UsageError(message) from None
+        return cls(options)
+
+    @classmethod
+    @abc.abstractmethod
+    def options_for_space(cls, space: EmbeddingSpace) -> str:
+        """The command-line flags that select `space` (those left at their default omitted)."""
+
+    @classmethod
+    def models(cls, all_models: bool = False) -> list[tuple[str, str, str]]:
+        """(model, dimension, weights) rows for `imgvec models`; `all_models` adds those a
+        user cannot use as they are (e.g. architectures without published weights)."""
+        return []
+
+    def check_other_options(self, given: dict[str, Any]) -> None:
+        """Flags of other backends given with this one: ignored, unless one contradicts this
+        backend (a backend that can tell overrides this)."""
+        return None
 
     @property
     @abc.abstractmethod

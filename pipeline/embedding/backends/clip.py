@@ -9,17 +9,32 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.core.space import EmbeddingSpace
 from pipeline.embedding.backends import clip_models
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
-from pipeline.errors import ConfigError, first_line
+from pipeline.errors import ConfigError, UsageError, first_line
 from pipeline.progress import step
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+
+class ClipOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description="open_clip model name.")
+    pretrained: str = Field(
+        DEFAULT_PRETRAINED,
+        description="Weights: an open_clip tag, a checkpoint PATH, or none (random, fixed seed).",
+    )
+    device: str = Field("auto", description="cpu, cuda, or auto.")
+    batch_size: int = Field(32, ge=1, description="Images per forward pass.")
+    seed: int = Field(0, description="Seed for --pretrained none.")
 
 
 class ClipBackend(EmbeddingBackend):
@@ -28,34 +43,73 @@ class ClipBackend(EmbeddingBackend):
     so a rerun with nothing new never pays for them."""
 
     name = "clip"
+    help_panel = "CLIP (--backend clip)"
+    Options = ClipOptions
     input_kind = "image"
 
-    def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        pretrained: str = DEFAULT_PRETRAINED,
-        *,
-        device: str = "auto",
-        batch_size: int = 32,
-        seed: int = 0,
-    ) -> None:
-        self.model_name = model
-        self.batch_size = batch_size
-        self.seed = seed
-        self._requested_device = device
-        self._dimension = clip_models.embedding_dimension(model)  # also: unknown model -> error
-        self._weights, self._weights_tag = _resolve_pretrained(pretrained, seed)
+    def __init__(self, options: ClipOptions) -> None:
+        self.model_name = options.model
+        self.batch_size = options.batch_size
+        self.seed = options.seed
+        self._requested_device = options.device
+        # also: an unknown model is an error now
+        self._dimension = clip_models.embedding_dimension(options.model)
+        self._weights, self._weights_tag = _resolve_pretrained(options.pretrained, options.seed)
         if self._weights is not None and not Path(self._weights).is_file():
-            clip_models.weights_config(model, self._weights)  # a mistyped tag: exit 2 now
+            clip_models.weights_config(options.model, self._weights)  # a mistyped tag: exit 2
         self._loaded: _LoadedModel | None = None
         self._load_lock = threading.Lock()
+
+    @classmethod
+    def options_for_space(cls, space: EmbeddingSpace) -> str:
+        model = "" if space.model == DEFAULT_MODEL else f"--model {space.model} "
+        weights = space.weights
+        if weights.startswith("none-seed"):
+            seed = weights.removeprefix("none-seed")
+            return f"{model}--pretrained none" + ("" if seed == "0" else f" --seed {seed}")
+        if weights.startswith("file-"):
+            return (
+                f"{model}--pretrained PATH (the checkpoint file whose SHA-256 starts {weights[5:]})"
+            )
+        return f"{model}--pretrained {weights}"
+
+    @classmethod
+    def models(cls, all_models: bool = False) -> list[tuple[str, str, str]]:
+        rows = []
+        weights = clip_models.pretrained_tags()
+        for name in clip_models.model_names():
+            tags = weights.get(name, [])
+            if not (tags or all_models):
+                continue
+            marked = [
+                tag
+                + ("*" if (name, tag) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) else "")
+                + ("+" if clip_models.is_cached(name, tag) else "")
+                for tag in tags
+            ]
+            default = "*" if name == DEFAULT_MODEL else ""
+            dimension = str(clip_models.embedding_dimension(name))
+            rows.append((name + default, dimension, ", ".join(marked) or "(no weights)"))
+        return rows
+
+    def check_other_options(self, given: dict[str, Any]) -> None:
+        # Vertex AI's --dimension chooses a size; CLIP's is fixed by the model, and a script that
+        # asks for another one must not get vectors of a size it does not expect.
+        dimension = given.get("dimension")
+        if dimension is not None and dimension != self.space.dimension:
+            raise UsageError(
+                f"--dimension {dimension}: CLIP {self.model_name} makes "
+                f"{self.space.dimension}-dimensional vectors, whatever is asked",
+                hint="--dimension chooses Vertex AI's size (--backend vertex); for another CLIP "
+                "size choose another --model (`imgvec models`)",
+            )
 
     @property
     def space(self) -> EmbeddingSpace:
         if self._dimension is None:  # a model open_clip finds outside its configs: ask it
             self._dimension = self._model().dimension
         return EmbeddingSpace(
-            "clip",
+            self.name,
             self.model_name,
             self._weights_tag,
             self._dimension,

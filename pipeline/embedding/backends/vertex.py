@@ -12,79 +12,83 @@ bytes, so an object that is not an image never costs a request."""
 
 from __future__ import annotations
 
-import base64
 import importlib.util
-import io
-import math
 import re
 import threading
-from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from pipeline.core.space import EmbeddingSpace
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
-from pipeline.embedding.images import MAX_PIXELS, Decoded, decode, to_rgb
+from pipeline.embedding.backends.vertex_requests import (
+    MIME_TYPES,
+    VertexImage,
+    as_gcs_uri,
+    request_image,
+    takes_as_stored,
+)
+from pipeline.embedding.images import Decoded, decode, to_rgb
 from pipeline.embedding.ratelimit import RateLimiter
-from pipeline.errors import ConfigError, UsageError
+from pipeline.errors import ConfigError
 
 MODEL = "multimodalembedding@001"
 DIMENSIONS = (128, 256, 512, 1408)
-MAX_IMAGE_BYTES = 20 * 1024 * 1024  # the service's limit; it resizes to 512x512 anyway
-DEFAULT_REQUESTS_PER_MINUTE = 120  # the documented default quota
-#: the file formats sent as they are, and their `mimeType` (the only two the REST API names)
-MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
-#: how much of a gs:// object is read to see whether it can go as a gcsUri
-PROBE_BYTES = 128 * 1024
 CREDENTIALS_HINT = (
     "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
     "service account key file; name the project with --project (or GOOGLE_CLOUD_PROJECT)"
 )
 
 
-@dataclass(frozen=True)
-class VertexImage:
-    """What one request carries for an image: bytes, or a Cloud Storage URI; and its mimeType."""
+class VertexOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    mime_type: str
-    data: bytes | None = None
-    gcs_uri: str | None = None
+    dimension: int = Field(
+        1408, description="128, 256, 512 or 1408 (the model's full size). CLIP's is its model's."
+    )
+    project: str | None = Field(
+        None, description="Google Cloud project. Default: from credentials."
+    )
+    location: str = Field("us-central1", description="Vertex AI region.")
+    api_endpoint: str | None = Field(
+        None, description="Override the API endpoint (http:// for a local stand-in)."
+    )
+    transport: Literal["rest", "grpc"] = Field("rest", description="rest or grpc.")
+    rate_limit: float = Field(
+        120,  # the documented default quota
+        gt=0,
+        description="Requests per minute (your quota; default is the documented default quota).",
+    )
+    concurrency: int = Field(16, ge=1, description="Requests in flight.")
 
-    def instance(self) -> dict:
-        if self.gcs_uri is not None:
-            return {"gcsUri": self.gcs_uri, "mimeType": self.mime_type}
-        encoded = base64.b64encode(self.data).decode("ascii")
-        return {"bytesBase64Encoded": encoded, "mimeType": self.mime_type}
+    @field_validator("dimension")
+    @classmethod
+    def _a_size_the_model_makes(cls, dimension: int) -> int:
+        if dimension not in DIMENSIONS:
+            raise ValueError(f"must be one of {', '.join(map(str, DIMENSIONS))}, not {dimension}")
+        return dimension
 
 
 class VertexBackend(EmbeddingBackend):
     name = "vertex"
+    help_panel = "Vertex AI (--backend vertex)"
+    Options = VertexOptions
     input_kind = "bytes"  # as a VertexImage: see load_source
     batch_size = 1  # one image per request
     max_batch_size = 1
 
     def __init__(
         self,
+        options: VertexOptions,
         *,
-        project: str | None = None,
-        location: str = "us-central1",
-        dimension: int = 1408,
-        api_endpoint: str | None = None,
-        transport: str = "rest",
         credentials=None,
-        requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE,
-        concurrency: int = 16,
         retry_deadline: float = 600.0,
         request_timeout: float = 60.0,
         backoff: float = 0.5,
     ) -> None:
-        if dimension not in DIMENSIONS:
-            raise UsageError(
-                f"--dimension must be one of {', '.join(map(str, DIMENSIONS))}, not {dimension}"
-            )
-        if transport not in ("rest", "grpc"):
-            raise UsageError(f"--transport must be rest or grpc, not {transport!r}")
+        project, api_endpoint = options.project, options.api_endpoint
         try:
             from google.api_core import exceptions
         except ImportError:
@@ -104,19 +108,19 @@ class VertexBackend(EmbeddingBackend):
                 hint="pass --project or set GOOGLE_CLOUD_PROJECT",
             )
         self.exceptions = exceptions
-        self.dimension = dimension
-        self.concurrency = concurrency
-        self.limiter = RateLimiter(requests_per_minute)
+        self.dimension = options.dimension
+        self.concurrency = options.concurrency
+        self.limiter = RateLimiter(options.rate_limit)
         self.request_timeout = request_timeout
         self.retry_deadline = retry_deadline
         self.backoff = backoff
-        self._endpoint = api_endpoint or f"{location}-aiplatform.googleapis.com"
-        self._transport = transport
+        self._endpoint = api_endpoint or f"{options.location}-aiplatform.googleapis.com"
+        self._transport = options.transport
         self._credentials = credentials
         self._client = None
         self._client_lock = threading.Lock()
         self.model_path = (
-            f"projects/{project}/locations/{location}/publishers/google/models/{MODEL}"
+            f"projects/{project}/locations/{options.location}/publishers/google/models/{MODEL}"
         )
         # Retried: quota (HTTP 429 / gRPC RESOURCE_EXHAUSTED) and passing server trouble.
         self._retryable = (
@@ -156,8 +160,16 @@ class VertexBackend(EmbeddingBackend):
     def space(self) -> EmbeddingSpace:
         # Vectors are L2-normalised here, so <-> in SQL ranks exactly as cosine distance.
         return EmbeddingSpace(
-            "vertex", MODEL, "v1", self.dimension, metric="cosine", normalized=True
+            self.name, MODEL, "v1", self.dimension, metric="cosine", normalized=True
         )
+
+    @classmethod
+    def options_for_space(cls, space: EmbeddingSpace) -> str:
+        return f"--backend {cls.name} --dimension {space.dimension}"
+
+    @classmethod
+    def models(cls, all_models: bool = False) -> list[tuple[str, str, str]]:
+        return [(MODEL, "|".join(map(str, DIMENSIONS)), "(the service's)")]
 
     def embed_image_batch(self, items: list[ImageItem]) -> list[Result]:
         return [self._embed_image(item) for item in items]
@@ -172,12 +184,12 @@ class VertexBackend(EmbeddingBackend):
         the object as stored, else the checked image's bytes. Raises BadImage or ItemFailure
         (unreadable) for an object that must not cost a request."""
         if item.locator.startswith("gs://"):
-            as_uri = _as_gcs_uri(item, reader)
+            as_uri = as_gcs_uri(item, reader)
             if as_uri is not None:
                 return as_uri
         data = reader.read(item.locator, size=item.size)
         decoded = decode(data)
-        if item.locator.startswith("gs://") and _takes_as_stored(item, decoded, data):
+        if item.locator.startswith("gs://") and takes_as_stored(item, decoded, data):
             return VertexImage(MIME_TYPES[decoded.format], gcs_uri=item.locator)
         return request_image(decoded, data)
 
@@ -226,94 +238,6 @@ class VertexBackend(EmbeddingBackend):
                     timeout=self.request_timeout,
                 )
         return list(response.predictions[0][field])
-
-
-def request_image(decoded: Decoded, data: bytes | None) -> VertexImage:
-    """The bytes to send for an image decoded by imgvec's policy: the original `data` when it is
-    exactly that image in a format Vertex takes, within the limit; else the decoded image
-    re-encoded (JPEG for a JPEG original, a photo; PNG otherwise), downscaled past the limit."""
-    image = decoded.image
-    fits = _png_size_bound(*image.size) <= MAX_IMAGE_BYTES
-    if data is not None and decoded.format in MIME_TYPES and _plain(decoded, data) and fits:
-        return VertexImage(MIME_TYPES[decoded.format], data=data)
-    if not fits:
-        # The limit is on the image once transcoded to PNG: keep the raw RGB under it (the
-        # service resizes to 512x512 anyway, so nothing it uses is lost).
-        width, height = image.size
-        scale = math.sqrt((MAX_IMAGE_BYTES - 65536 - height) / _png_size_bound(width, height))
-        image = image.resize((max(1, int(width * scale)), max(1, int(height * scale))))
-    out = io.BytesIO()
-    if decoded.format == "JPEG":
-        image.save(out, format="JPEG", quality=95)
-        return VertexImage("image/jpeg", data=out.getvalue())
-    image.save(out, format="PNG")
-    return VertexImage("image/png", data=out.getvalue())
-
-
-def _plain(decoded: Decoded, data: bytes) -> bool:
-    """The original's pixels are the decoded image (a 16-bit RGB PNG opens as RGB in Pillow: its
-    header's bit depth tells it apart)."""
-    return decoded.plain and (decoded.format != "PNG" or data[24:25] == b"\x08")
-
-
-def _png_size_bound(width: int, height: int) -> int:
-    """An upper bound on the size of an 8-bit RGB image as PNG (no compression at all: the
-    filter byte per row, zlib's stored-block and the chunks' overheads)."""
-    raw = height * (width * 3 + 1)
-    return int(raw * 1.001) + 4096
-
-
-def _as_gcs_uri(item: ImageItem, reader) -> VertexImage | None:
-    """The object as a gcsUri if its listed type and size are accepted and its first and last
-    bytes show a complete, plain (upright 8-bit RGB, one frame) JPEG or PNG of that type; None
-    when it must be read and checked in full. A look costs one or two small range reads."""
-    from PIL import Image
-
-    content_type = (item.content_type or "").split(";")[0].strip().lower()
-    size = item.size
-    if content_type not in MIME_TYPES.values() or not size or size > MAX_IMAGE_BYTES:
-        return None
-    if size <= PROBE_BYTES:
-        return None  # as cheap to read it all and check it fully (then `_takes_as_stored`)
-    try:
-        head = reader.read_range(item.locator, 0, PROBE_BYTES - 1)
-        tail = reader.read_range(item.locator, size - 16, size - 1)
-        image = Image.open(io.BytesIO(head))
-        width, height = image.size
-        if image.format == "JPEG":
-            orientation = image.getexif().get(0x0112, 1)
-            complete = tail.rstrip(b"\0").endswith(b"\xff\xd9")
-        elif image.format == "PNG":
-            # (an eXIf chunk after the pixel data is not seen here)
-            exif = Image.Exif()
-            if image.info.get("exif"):
-                exif.load(image.info["exif"])
-            orientation = exif.get(0x0112, 1)
-            complete = tail.endswith(b"IEND\xaeB`\x82") and head[24:25] == b"\x08"
-        else:
-            return None
-    except Exception:  # unreadable, not an image, a cut header: the full read says why
-        return None
-    plain = (
-        image.mode == "RGB"
-        and getattr(image, "n_frames", 1) == 1
-        and orientation in (None, 1)
-        and width * height <= MAX_PIXELS
-    )
-    if not (complete and plain and MIME_TYPES[image.format] == content_type):
-        return None
-    return VertexImage(content_type, gcs_uri=item.locator)
-
-
-def _takes_as_stored(item: ImageItem, decoded: Decoded, data: bytes) -> bool:
-    """A gs:// object read and decoded: Vertex may read it itself (as its listed type)."""
-    content_type = (item.content_type or "").split(";")[0].strip().lower()
-    return (
-        decoded.format in MIME_TYPES
-        and MIME_TYPES[decoded.format] == content_type
-        and _plain(decoded, data)
-        and len(data) <= MAX_IMAGE_BYTES
-    )
 
 
 def _reason(err) -> str:
