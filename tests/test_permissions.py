@@ -207,3 +207,81 @@ def test_the_other_fix_a_schema_of_the_roles_own_works(fresh_url, roles):
         ).stdout.strip()
         == app
     )
+
+
+# -- reads never write: search and the analysts' SQL under the read-only role ------------------
+
+# What a read must leave as it was (a search once registered the space it was asked about).
+WATCHED = ("embedding_spaces", "runs", "sources", "objects", "text_embeddings", "failures")
+
+
+async def snapshot(conn) -> dict[str, list]:
+    return {
+        table: [tuple(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY 1")]
+        for table in WATCHED
+    } | {"embeddings": await conn.fetchval("SELECT count(*) FROM embeddings")}
+
+
+async def test_search_and_the_analyst_functions_work_under_the_reader_role(
+    tmp_path, fresh_url, imgvec_home, roles
+):
+    pytest.importorskip("open_clip")
+    from pipeline.db import open_database
+    from pipeline.listing import list_source
+    from pipeline.loading import load_work_dir
+    from pipeline.plugins import get_backend
+    from pipeline.runner import embed_work_dir
+    from pipeline.search import search
+    from pipeline.settings import Settings
+    from tests.images import encode, photo, write_images
+
+    # As the owner: some images loaded, a text query saved (text_search.sql reads it).
+    owner = Settings(home=imgvec_home, database_url=fresh_url)
+    clip = get_backend("clip", pretrained="none", device="cpu")
+    images = {f"img{i:02d}.png": encode(photo(i), "PNG") for i in range(8)}
+    write_images(tmp_path / "images", images)
+    work = str(tmp_path / "work")
+    await list_source(str(tmp_path / "images"), work_dir=work, settings=owner)
+    await embed_work_dir(work_dir=work, backend=clip, settings=owner)
+    await load_work_dir(work_dir=work, settings=owner)
+    run_imgvec("text-embed", "red car", "--pretrained", "none", env={"DATABASE_URL": fresh_url})
+    reader = roles("analyst")
+    run_imgvec("db", "grant-reader", reader, env={"DATABASE_URL": fresh_url})
+    async with open_database(owner) as conn:
+        before = await snapshot(conn)
+
+    reader_url = as_role(fresh_url, reader)
+    outside = tmp_path / "query.png"  # never listed: embedded on the spot
+    outside.write_bytes(encode(photo(3), "PNG"))
+    never_registered = get_backend("clip", pretrained="none", device="cpu", seed=7)
+    async with open_database(Settings(home=imgvec_home, database_url=reader_url)) as conn:
+        assert await conn.fetchval("SELECT current_user") == reader
+        assert not await conn.fetchval("SELECT has_table_privilege('embedding_spaces', 'INSERT')")
+        assert len(await search(conn, clip, text="red car", k=3)) == 3
+        by_name = await search(conn, clip, image="img03.png", k=3)
+        assert len(by_name) == 3 and "img03.png" not in [m.name for m in by_name]
+        by_file = await search(conn, clip, image=str(outside), k=1)
+        assert by_file[0].name == "img03.png"
+        empty = await search(conn, never_registered, text="red car")
+        assert not empty and empty.why_empty.startswith(
+            f"nothing loaded in space {never_registered.space.name}"
+        )
+        similar = await conn.fetch("SELECT * FROM similar_images('img05.png', 3)")
+        assert len(similar) == 3 and all(0 <= r["score"] <= 1 for r in similar)
+        assert await conn.fetchval("SELECT image_locator('img05.png')") == (
+            f"file://{(tmp_path / 'images' / 'img05.png').resolve()}"
+        )
+        assert await conn.fetchval("SELECT image_vector('img05.png') IS NOT NULL")
+
+    # The SQL files and `imgvec search`, as the analyst runs them.
+    sql = Path(__file__).resolve().parents[1] / "sql"
+    for file in sorted(sql.glob("*.sql")):
+        psql(reader_url, "-v", "image=img05.png", "-v", "text=red car", "-f", str(file))
+    env = {"DATABASE_URL": reader_url}
+    by_text = run_imgvec("search", "red car", "--pretrained", "none", "--k", "2", env=env)
+    assert len(by_text.stdout.splitlines()) == 2, by_text.stderr
+    by_image = run_imgvec("search", "--image", "img03.png", "--pretrained", "none", env=env)
+    assert len(by_image.stdout.splitlines()) == 7, by_image.stderr
+
+    async with open_database(owner) as conn:
+        assert await snapshot(conn) == before

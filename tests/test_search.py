@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.core.score import score
 from pipeline.db import open_database
-from pipeline.embedding.backends import get_backend
 from pipeline.listing import list_source
 from pipeline.loading import load_work_dir
+from pipeline.plugins import get_backend
 from pipeline.runner import embed_work_dir
 from pipeline.search import save_text_queries, search
 from pipeline.settings import Settings
@@ -264,6 +264,7 @@ async def test_recent_failures_says_what_failed_and_why(loaded, clip, tmp_path):
     work = str(tmp_path / "work")
     await list_source(str(images), work_dir=work, settings=loaded)
     await embed_work_dir(work_dir=work, backend=clip, settings=loaded)
+    await load_work_dir(work_dir=work, settings=loaded)  # (the load writes the failures table)
     async with open_database(loaded) as conn:
         reason = await conn.fetchval("SELECT reason FROM failures")
     [row] = psql(loaded, "recent_failures.sql", days=1)

@@ -1,0 +1,69 @@
+"""Why a space has nothing to search, and which spaces do: an empty answer is never silent."""
+
+from __future__ import annotations
+
+from pipeline.core.space import EmbeddingSpace
+from pipeline.errors import ConfigError
+from pipeline.plugins import backend_class
+
+
+async def anything_loaded(conn, space_id: int | None, source_id: int | None) -> bool:
+    """Whether the space (None: never registered) holds a live image of the source (None: any)."""
+    if space_id is None:
+        return False
+    return await conn.fetchval(
+        """
+        SELECT EXISTS (SELECT 1 FROM embeddings e JOIN objects o ON o.object_id = e.object_id
+                       WHERE e.space_id = $1 AND o.deleted_at IS NULL
+                         AND ($2::integer IS NULL OR o.source_id = $2))
+        """,
+        space_id,
+        source_id,
+    )
+
+
+async def nothing_loaded(conn, space: EmbeddingSpace, root: str | None) -> str:
+    where = f"space {space.name}" + (f" from source {root}" if root else "")
+    why = f"nothing loaded in {where}: run `imgvec run SOURCE` with the same backend options"
+    others = await _spaces_with_vectors(conn)
+    if others:
+        listed = "; ".join(f"{name}: search it with {options}" for name, options in others)
+        why += f" (spaces with vectors: {listed})"
+    return why
+
+
+async def _spaces_with_vectors(conn) -> list[tuple[str, str]]:
+    """(name, the options that select it) of each space that holds vectors."""
+    rows = await conn.fetch(
+        """
+        SELECT s.name, s.backend, s.model, s.weights, s.dimension, s.metric, s.normalized
+        FROM embedding_spaces s
+        WHERE EXISTS (SELECT 1 FROM embeddings e WHERE e.space_id = s.space_id) ORDER BY s.space_id
+        """
+    )
+    return [
+        (
+            r["name"],
+            options_for(
+                EmbeddingSpace(
+                    r["backend"],
+                    r["model"],
+                    r["weights"],
+                    r["dimension"],
+                    r["metric"],
+                    r["normalized"],
+                )
+            ),
+        )
+        for r in rows
+    ]
+
+
+def options_for(space: EmbeddingSpace) -> str:
+    """The command-line options that select a space: its backend knows its own naming. A space
+    whose backend is not installed here can only be named by its backend."""
+    try:
+        backend = backend_class(space.backend)
+    except ConfigError:
+        return f"--backend {space.backend}"
+    return backend.options_for_space(space)
