@@ -327,7 +327,7 @@ async def test_locator_file_plain_and_csv(tmp_path, settings, gcs, s3):
 
 def test_unknown_scheme_lists_the_known_ones(fresh_url):
     result = run_imgvec("list", "ftp://host/x", env={"DATABASE_URL": fresh_url}, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error: the argument names no installed source
     assert (
         "unknown source scheme 'ftp'" in result.stderr
         and "gs://" in result.stderr

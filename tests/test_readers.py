@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from pipeline.embedding.backends.base import ItemFailure
+from pipeline import plugins
+from pipeline.core.objects import ObjectInfo
 from pipeline.embedding.readers import ObjectReader
+from pipeline.errors import ItemFailure
+from pipeline.sources.base import Source, SourceOptions
 from tests.conftest import free_port, wait_for_port
 
 CAP = 1000
@@ -86,3 +91,52 @@ def test_local_files_over_the_cap_fail_with_a_reason(tmp_path):
     (tmp_path / "big.jpg").write_bytes(b"x" * (CAP + 1))
     with pytest.raises(ItemFailure, match=f"larger than {CAP} bytes"):
         ObjectReader(max_bytes=CAP).read(str(tmp_path / "big.jpg"))
+
+
+class MemorySource(Source):
+    """A source as a third-party package would ship it: mem://NAME objects held in memory."""
+
+    scheme = "mem"
+    objects: ClassVar[dict[str, bytes]] = {}
+
+    def root(self) -> str:
+        return "mem://"
+
+    def list(self) -> Iterator[ObjectInfo]:
+        for name, data in sorted(self.objects.items()):
+            yield ObjectInfo(f"mem://{name}", self.scheme, None, name, name, size=len(data))
+
+    def read(self, locator: str, *, max_bytes: int, size: int | None = None) -> bytes:
+        name = locator.removeprefix("mem://")
+        if name not in self.objects:
+            raise FileNotFoundError(locator)
+        return self.objects[name][: max_bytes + 1]
+
+
+@pytest.fixture
+def memory_source_installed(tmp_path, monkeypatch):
+    """MemorySource installed the way a plug-in package is: a distribution with an entry point."""
+    dist = tmp_path / "site" / "imgvec_mem-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: imgvec-mem\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[imgvec.sources]\nmem = tests.test_readers:MemorySource\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(MemorySource, "objects", {"a.jpg": b"aaa", "b.png": b"bbbb"})
+    plugins._registry.cache_clear()  # the registry reads entry points once per process
+    yield
+    plugins._registry.cache_clear()
+
+
+def test_a_source_plug_in_reads_its_locators_with_the_shared_cap(memory_source_installed):
+    reader = ObjectReader(max_bytes=3)
+    assert reader.read("mem://a.jpg") == b"aaa"
+    with pytest.raises(ItemFailure, match="larger than 3 bytes") as too_large:
+        reader.read("mem://b.png")
+    assert too_large.value.permanent
+    with pytest.raises(ItemFailure, match="no longer exists") as gone:
+        reader.read("mem://gone.jpg")
+    assert gone.value.permanent
+    source = plugins.source_class_for("mem://")("mem://", SourceOptions())
+    assert [obj.locator for obj in source.list()] == ["mem://a.jpg", "mem://b.png"]

@@ -1,18 +1,19 @@
-"""Fetching an object's bytes by locator: gs://, s3:// or a local file, never more than the cap."""
+"""Fetching an object's bytes by locator for the embed stage, through the source plug-in of the
+locator's scheme, never more than the cap; every way a read fails becomes one ItemFailure here."""
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
-from urllib.parse import urlsplit
 
+from pipeline import plugins
 from pipeline.errors import ItemFailure, first_line
+from pipeline.sources.base import ObjectTooLarge, Source, SourceOptions
+from pipeline.sources.local import scheme_of
 
 MAX_OBJECT_BYTES = 200 * 1024 * 1024
 
-# Storage clients are not thread-safe: one per thread, and per endpoint, so that two readers (or a
-# GCS emulator started after the first read) in one thread each reach their own store.
+# Storage clients are not thread-safe: one source (and so one client) per thread, and per scheme
+# and options, so that two readers of two S3 endpoints in one thread each reach their own store.
 _local = threading.local()
 
 
@@ -20,7 +21,7 @@ class ObjectReader:
     def __init__(
         self, *, s3_endpoint_url: str | None = None, max_bytes: int = MAX_OBJECT_BYTES
     ) -> None:
-        self.s3_endpoint_url = s3_endpoint_url
+        self.options = SourceOptions(endpoint_url=s3_endpoint_url)
         self.max_bytes = max_bytes
 
     def read(self, locator: str, size: int | None = None) -> bytes:
@@ -28,90 +29,34 @@ class ObjectReader:
         request; either way no more than `max_bytes` + 1 bytes are ever fetched."""
         if size is not None and size > self.max_bytes:
             raise self._too_large()
-        parts = urlsplit(locator)
         try:
-            if parts.scheme == "gs":
-                data = self._read_gcs(parts.netloc, parts.path.lstrip("/"))
-            elif parts.scheme == "s3":
-                data = self._read_s3(parts.netloc, parts.path.lstrip("/"))
-            else:
-                data = self._read_file(Path(locator.removeprefix("file://")))
-        except ItemFailure:
-            raise
+            data = self._source(locator).read(locator, max_bytes=self.max_bytes, size=size)
+        except ObjectTooLarge:
+            raise self._too_large() from None
         except FileNotFoundError:
             raise ItemFailure("object no longer exists (deleted since the listing)") from None
         except Exception as err:
-            name = type(err).__name__
-            if name in ("NotFound", "NoSuchKey"):
-                raise ItemFailure("object no longer exists (deleted since the listing)") from None
             raise ItemFailure(
-                f"cannot read: {name}: {first_line(err, limit=200)}",
+                f"cannot read: {type(err).__name__}: {first_line(err, limit=200)}",
                 permanent=False,
             ) from None
         if len(data) > self.max_bytes:  # grown since the listing, or a store that ignored the range
             raise self._too_large()
         return data
 
+    def read_range(self, locator: str, start: int, end: int) -> bytes:
+        """Bytes `start`..`end` (inclusive) of an object whose store offers ranged reads: a look
+        at its head or tail."""
+        return self._source(locator).read_range(locator, start, end)
+
     def _too_large(self) -> ItemFailure:
         return ItemFailure(f"larger than {self.max_bytes} bytes (the cap on one object)")
 
-    def _read_file(self, path: Path) -> bytes:
-        if path.stat().st_size > self.max_bytes:
-            raise self._too_large()
-        with open(path, "rb") as fh:
-            return fh.read(self.max_bytes + 1)
-
-    def read_range(self, locator: str, start: int, end: int) -> bytes:
-        """Bytes `start`..`end` (inclusive) of a gs:// object: a look at its head or tail."""
-        parts = urlsplit(locator)
-        blob = self._gcs().bucket(parts.netloc).blob(parts.path.lstrip("/"))
-        return blob.download_as_bytes(start=start, end=end)
-
-    def _read_gcs(self, bucket: str, key: str) -> bytes:
-        from google.api_core.exceptions import RequestRangeNotSatisfiable
-
-        blob = self._gcs().bucket(bucket).blob(key)
-        try:
-            # A range, `end` inclusive: one byte past the cap tells a too-large object apart.
-            return blob.download_as_bytes(start=0, end=self.max_bytes)
-        except RequestRangeNotSatisfiable:  # what a range on a zero-byte object gets
-            return b""
-
-    def _read_s3(self, bucket: str, key: str) -> bytes:
-        response = self._s3().get_object(Bucket=bucket, Key=key)
-        body = response["Body"]
-        try:
-            if response.get("ContentLength", 0) > self.max_bytes:  # known before the body is read
-                raise self._too_large()
-            return body.read(self.max_bytes + 1)
-        finally:
-            body.close()
-
-    def _gcs(self):
-        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-        return _client_for(("gcs", emulator), _new_gcs_client)
-
-    def _s3(self):
-        endpoint = self.s3_endpoint_url
-        return _client_for(("s3", endpoint), lambda: _new_s3_client(endpoint))
-
-
-def _client_for(key: tuple, make):
-    clients = getattr(_local, "clients", None)
-    if clients is None:
-        clients = _local.clients = {}
-    if key not in clients:
-        clients[key] = make()
-    return clients[key]
-
-
-def _new_gcs_client():
-    from google.cloud import storage
-
-    return storage.Client()
-
-
-def _new_s3_client(endpoint_url: str | None):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=endpoint_url)
+    def _source(self, locator: str) -> Source:
+        sources = getattr(_local, "sources", None)
+        if sources is None:
+            sources = _local.sources = {}
+        key = (scheme_of(locator), self.options)
+        if key not in sources:
+            sources[key] = plugins.source_class(key[0])(None, self.options)
+        return sources[key]

@@ -17,11 +17,11 @@ from pipeline.checkpoints.manifest import ManifestWriter, manifest_path
 from pipeline.db import open_database
 from pipeline.db.runs import tracked_run
 from pipeline.listing.filters import ObjectFilter
-from pipeline.listing.registry import register_source, source_root
+from pipeline.listing.registry import register_source
 from pipeline.listing.store import ObjectStore
 from pipeline.progress import Progress
 from pipeline.settings import Settings
-from pipeline.sources import open_source
+from pipeline.sources import Source, SourceOptions, open_source
 from pipeline.workdir import WorkDir
 
 
@@ -47,16 +47,18 @@ async def list_source(
     object_filter: ObjectFilter | None = None,
     page_size: int = 1000,
     batch_size: int = 5000,
-    source=None,
+    source: Source | None = None,
 ) -> ListingResult:
     settings = settings or Settings()
     object_filter = object_filter or ObjectFilter()
     source = source or open_source(
         spec,
-        page_size=page_size,
-        timeout=settings.storage_timeout,
-        endpoint_url=settings.s3_endpoint_url,
-        wanted=lambda name, size: object_filter.wanted_name(name),
+        SourceOptions(
+            page_size=page_size,
+            timeout=settings.storage_timeout,
+            endpoint_url=settings.s3_endpoint_url,
+            wanted=lambda name, size: object_filter.wanted_name(name),
+        ),
     )
     listed_at = datetime.now(UTC)
     work = WorkDir(work_dir)
@@ -71,14 +73,14 @@ async def list_source(
         try:
             source_id = await register_source(conn, source)
             async with conn.transaction():
-                # Below a prefix a name is one key; a file of locators can repeat a name.
-                names_may_clash = source_root(source)[0] == "list"
-                store = ObjectStore(conn, listed_at, source_id, names_may_clash=names_may_clash)
-                for batch in batched(source.iter_objects(), batch_size):
+                store = ObjectStore(
+                    conn, listed_at, source_id, names_may_clash=source.names_may_clash
+                )
+                for batch in batched(source.list(), batch_size):
                     await _record_batch(batch, object_filter, store, manifest, counts)
                     progress.advance(len(batch), new=counts["new"], changed=counts["changed"])
                 if source.complete_listing:
-                    deleted = await store.mark_deleted(source.scope())
+                    deleted = await store.mark_deleted(source.root())
                     manifest.write((obj, "deleted", None) for obj in deleted)
                     counts["deleted"] += len(deleted)
                 published = manifest.publish()

@@ -6,34 +6,21 @@ within that source; `image_embeddings` shows the default source (migration 0006)
 
 from __future__ import annotations
 
-import os
-
 import asyncpg
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ImgvecError
+from pipeline.sources import Source, SourceOptions, open_source
 
 # pg_advisory_xact_lock key serialising the choice of a default source ("imgsrc" in ASCII).
 _SOURCES_LOCK_KEY = 0x696D67737263
 
 
-def source_root(source) -> tuple[str, str]:
-    """(kind, root) of a source: the normalised place it lists, so that `imgvec list ./pics` and
-    `imgvec list /home/me/pics/` are one source. A listed locator is its root followed by its name."""
-    scheme, bucket, prefix = source.scope()
-    if scheme in ("gs", "s3"):
-        return scheme, f"{scheme}://{bucket}/{prefix}"
-    if scheme == "file":
-        return "file", f"file://{prefix}"
-    return "list", "list:" + os.path.abspath(source.spec.removeprefix("file://"))
-
-
-async def register_source(conn: asyncpg.Connection, source) -> int:
+async def register_source(conn: asyncpg.Connection, source: Source) -> int:
     """The source's id, recording it on first listing. The first source listed becomes the default;
     so does a later one while the default holds no image (e.g. its first listing was killed).
 
     Its own short transaction, before the listing's long one: two first listings at once must not
     both make themselves the default, and a lock held for a whole listing would serialise them."""
-    kind, root = source_root(source)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _SOURCES_LOCK_KEY)
         source_id = await conn.fetchval(
@@ -42,8 +29,10 @@ async def register_source(conn: asyncpg.Connection, source) -> int:
             ON CONFLICT (root) DO UPDATE SET spec = EXCLUDED.spec, last_listed_at = now()
             RETURNING source_id
             """,
-            root,
-            kind,
+            # The root, the normalised place listed, is the identity: `imgvec list ./pics` and
+            # `imgvec list /home/me/pics/` are one source.
+            source.root(),
+            source.scheme,
             source.spec,
         )
         default = await conn.fetchval("SELECT source_id FROM sources WHERE is_default")
@@ -82,11 +71,12 @@ async def find_source(conn: asyncpg.Connection, source: str) -> tuple[int, str]:
 
 
 def normalise_source(source: str) -> str:
-    """A local folder as its root (file:///abs/path/); anything else as given."""
-    path = source.removeprefix("file://")
-    if "://" not in path and os.path.isdir(os.path.expanduser(path)):
-        return "file://" + os.path.realpath(os.path.expanduser(path)) + "/"
-    return source
+    """A source's spec as its root (a local folder as file:///abs/path/), so that any way of
+    naming it finds it; anything no source lists (an id, a root) as given."""
+    try:
+        return open_source(source, SourceOptions()).root()
+    except ImgvecError:
+        return source
 
 
 async def _has_images(conn: asyncpg.Connection, source_id: int) -> bool:

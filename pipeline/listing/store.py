@@ -47,9 +47,8 @@ RETURNING b.locator, b.name
 """
 
 _DELETE_SQL = f"""
-UPDATE objects SET deleted_at = $4
-WHERE scheme = $1 AND bucket IS NOT DISTINCT FROM $2 AND starts_with(key, $3)
-  AND last_seen < $4 AND deleted_at IS NULL
+UPDATE objects SET deleted_at = $2
+WHERE starts_with(locator, $1) AND last_seen < $2 AND deleted_at IS NULL
 RETURNING {_COLUMNS}
 """
 
@@ -88,7 +87,8 @@ class ObjectStore:
         await self.conn.execute(_UPSERT_SQL, self.listed_at, self.source_id)
         return statuses
 
-    async def mark_deleted(self, scope: tuple[str, str | None, str]) -> list[ObjectInfo]:
-        """Objects in scope this listing did not see: marked deleted (their vectors stay)."""
-        rows = await self.conn.fetch(_DELETE_SQL, *scope, self.listed_at)
+    async def mark_deleted(self, root: str) -> list[ObjectInfo]:
+        """Objects below the listed root this listing did not see: marked deleted (their vectors
+        stay)."""
+        rows = await self.conn.fetch(_DELETE_SQL, root, self.listed_at)
         return [ObjectInfo(**dict(row)) for row in rows]

@@ -1,36 +1,39 @@
-"""A file of locators: one per line, or a CSV with a `locator` column. Each locator (gs://, s3://
-or a local path) is looked up on its own by the source of its kind; such a list covers no prefix,
-so nothing is ever marked deleted from it."""
+"""A file of locators: one per line, or a CSV with a `locator` column. Each locator (of any
+installed source's scheme, or a local path) is looked up on its own by the source of its scheme;
+such a list covers no prefix, so nothing is ever marked deleted from it."""
 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from pipeline import plugins
 from pipeline.core.objects import ObjectInfo
 from pipeline.errors import PermanentError
-from pipeline.sources.gcs import GcsSource
-from pipeline.sources.local import stat_file
-from pipeline.sources.s3 import S3Source
+from pipeline.sources.base import Source, SourceOptions
+from pipeline.sources.local import scheme_of
 
 
-class LocatorFileSource:
+class LocatorFileSource(Source):
     scheme = "list"
     complete_listing = False
+    # Two folders or buckets can each hold an x.jpg.
+    names_may_clash = True
 
-    def __init__(
-        self, spec: str | Path, *, timeout: float = 60.0, endpoint_url: str | None = None
-    ) -> None:
-        self.spec = str(spec)
-        self.path = Path(spec)
-        self.timeout = timeout
-        self.endpoint_url = endpoint_url
-        self._buckets: dict[str, GcsSource | S3Source] = {}
+    def __init__(self, spec: str | None, options: SourceOptions) -> None:
+        super().__init__(spec, options)
+        self.path = Path(spec).expanduser() if spec else None
+        #: scheme -> the source that looks up its locators (one each: they share a client)
+        self._sources: dict[str, Source] = {}
 
-    def scope(self) -> tuple[str, str | None, str]:
-        return ("list", None, self.spec)
+    @classmethod
+    def accepts(cls, spec: str) -> bool:
+        return Path(spec).expanduser().is_file()
+
+    def root(self) -> str:
+        return "list:" + os.path.abspath(self.path)
 
     def locators(self) -> Iterator[str]:
         with open(self.path, newline="", encoding="utf-8") as fh:
@@ -42,23 +45,21 @@ class LocatorFileSource:
                 rows = (line for line in fh if not line.startswith("#"))
             yield from (row.strip() for row in rows if row.strip())
 
-    def iter_objects(self) -> Iterator[ObjectInfo]:
+    def list(self) -> Iterator[ObjectInfo]:
         for locator in self.locators():
-            parts = urlsplit(locator)
-            if parts.scheme in ("gs", "s3"):
-                yield self._bucket(parts.scheme, parts.netloc).stat(parts.path.lstrip("/"))
-            else:
-                path = Path(locator.removeprefix("file://")).expanduser()
-                if not path.is_file():
-                    raise PermanentError(f"{self.spec}: {locator!r} is not a file")
-                yield stat_file(path)
+            try:
+                yield self.stat(locator)
+            except PermanentError as err:
+                raise PermanentError(f"{self.spec}: {err}", hint=err.hint) from None
 
-    def _bucket(self, scheme: str, bucket: str) -> GcsSource | S3Source:
-        key = f"{scheme}://{bucket}/"
-        if key not in self._buckets:
-            self._buckets[key] = (
-                GcsSource(key, timeout=self.timeout)
-                if scheme == "gs"
-                else S3Source(key, endpoint_url=self.endpoint_url)
-            )
-        return self._buckets[key]
+    def stat(self, locator: str) -> ObjectInfo:
+        return self._source(locator).stat(locator)
+
+    def read(self, locator: str, *, max_bytes: int, size: int | None = None) -> bytes:
+        return self._source(locator).read(locator, max_bytes=max_bytes, size=size)
+
+    def _source(self, locator: str) -> Source:
+        scheme = scheme_of(locator)
+        if scheme not in self._sources:
+            self._sources[scheme] = plugins.source_class(scheme)(None, self.options)
+        return self._sources[scheme]
