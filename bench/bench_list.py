@@ -33,6 +33,7 @@ def child(mode: str, spec: str, work_dir: str) -> None:
     from pipeline.listing import store as store_module
     from pipeline.settings import Settings
     from pipeline.sources import open_source
+    from pipeline.sources.base import SourceOptions
 
     settings = Settings()
     upsert_seconds = 0.0
@@ -52,15 +53,15 @@ def child(mode: str, spec: str, work_dir: str) -> None:
         if mode == "imgvec":
             result = await list_source(spec, work_dir=work_dir, settings=settings)
             return result.counts["listed"]
-        source = open_source(spec)
+        source = open_source(spec, SourceOptions())
         if mode == "raw":
-            return sum(1 for _ in source.iter_objects())
+            return sum(1 for _ in source.list())
         # naive: what a hand-written loader does, one statement per object
         from pipeline.db import open_database
 
         count = 0
         async with open_database(settings) as conn:
-            for obj in source.iter_objects():
+            for obj in source.list():
                 await conn.execute(
                     "INSERT INTO objects (locator, scheme, bucket, key, name, size, generation, md5) "
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (locator) DO UPDATE SET last_seen = now()",

@@ -99,8 +99,7 @@ def source_class(scheme: str) -> type[Source]:
     registry = _registry(SOURCES_GROUP)
     if scheme not in registry:
         raise ConfigError(
-            f"no source reads {scheme}:// locators; installed: "
-            + ", ".join(f"{s}://" for s in registry),
+            f"no source reads {scheme}:// locators; installed sources: {', '.join(registry)}",
             hint=_did_you_mean(scheme, registry),
         )
     return _load(registry[scheme])
@@ -113,9 +112,9 @@ def source_class_for(spec: str) -> type[Source]:
     if scheme in registry:
         return _load(registry[scheme])
     if len(scheme) > 1:  # (a one-letter scheme is a Windows drive)
-        known = ", ".join(f"{s}://" for s in registry)
         raise UsageError(
-            f"unknown source scheme {scheme!r} in {spec!r}; installed: {known}, or a path",
+            f"unknown source scheme {scheme!r} in {spec!r}; installed sources: "
+            f"{', '.join(registry)}",
             hint=_did_you_mean(scheme, registry),
         )
     for target in registry.values():
