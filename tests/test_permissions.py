@@ -260,6 +260,8 @@ async def test_search_and_the_analyst_functions_work_under_the_reader_role(
         assert len(await search(conn, clip, text="red car", k=3)) == 3
         by_name = await search(conn, clip, image="img03.png", k=3)
         assert len(by_name) == 3 and "img03.png" not in [m.name for m in by_name]
+        one_source = await search(conn, clip, text="red car", source=str(tmp_path / "images"))
+        assert len(one_source) == len(images)
         by_file = await search(conn, clip, image=str(outside), k=1)
         assert by_file[0].name == "img03.png"
         empty = await search(conn, never_registered, text="red car")
@@ -282,6 +284,8 @@ async def test_search_and_the_analyst_functions_work_under_the_reader_role(
     assert len(by_text.stdout.splitlines()) == 2, by_text.stderr
     by_image = run_imgvec("search", "--image", "img03.png", "--pretrained", "none", env=env)
     assert len(by_image.stdout.splitlines()) == 7, by_image.stderr
+    elsewhere = run_imgvec("search", "red car", "--pretrained", "none", "--seed", "7", env=env)
+    assert elsewhere.stdout == "" and "imgvec: nothing loaded in space" in elsewhere.stderr
 
     async with open_database(owner) as conn:
         assert await snapshot(conn) == before
