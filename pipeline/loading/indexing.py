@@ -37,6 +37,9 @@ async def build_index(
     maintenance_work_mem: str = "1GB",
     progress_url: str | None = None,
 ) -> str:
+    """Build (with `rebuild`: drop and build again) the space's HNSW index, then ANALYZE its
+    partition; returns the index's name. With `progress_url`, a second connection to that URL
+    reports the build's progress."""
     if not _MEMORY.match(maintenance_work_mem):
         raise ValueError(
             f"maintenance_work_mem must look like 512MB or 2GB, not {maintenance_work_mem!r}"
@@ -73,11 +76,8 @@ async def create_hnsw_index(
     m: int = 16,
     ef_construction: int = 64,
 ) -> str:
-    """Build (if missing) the HNSW index of a space's partition; returns its name.
-
-    Build it after the bulk load: inserting into an existing HNSW index is far slower than
-    building it once over the loaded rows.
-    """
+    """Build (if missing) the HNSW index of a space's partition, with the session's settings;
+    returns its name. build_index is the one to call after a bulk load (see the module's doc)."""
     if opclass not in OPCLASSES:
         raise ValueError(f"opclass must be one of {', '.join(OPCLASSES)}, not {opclass!r}")
     dimension = await _dimension(conn, space_id)
