@@ -47,8 +47,8 @@ def make_jpegs(folder: Path, n: int) -> None:
 
 
 def child_clip(images: str, work: str) -> None:
-    from pipeline.embedding.backends import get_backend
     from pipeline.listing import list_source
+    from pipeline.plugins import get_backend
     from pipeline.runner import embed_work_dir
     from pipeline.settings import Settings
 
@@ -70,8 +70,8 @@ def child_clip(images: str, work: str) -> None:
 def forward_only(images: Path, n: int = 128, batch: int = 32) -> float:
     import torch
 
-    from pipeline.embedding.backends import get_backend
     from pipeline.embedding.images import decode_image
+    from pipeline.plugins import get_backend
 
     backend = get_backend(
         "clip", model="ViT-B-32", pretrained="none", device="cpu", batch_size=batch
@@ -88,9 +88,13 @@ def forward_only(images: Path, n: int = 128, batch: int = 32) -> float:
 
 def vertex_rates(requests: int = 300) -> tuple[float, float]:
     sys.path.insert(0, str(ROOT))
-    from pipeline.embedding.backends import get_backend
     from pipeline.embedding.backends.base import ImageItem
+    from pipeline.embedding.backends.vertex_requests import VertexImage
+    from pipeline.plugins import get_backend
     from tests.fakes.vertex import FakeVertex, FakeVertexConfig
+
+    def stored(uri: str) -> VertexImage:  # what Vertex reads itself: no bytes in the request
+        return VertexImage("image/jpeg", gcs_uri=uri)
 
     fake = FakeVertex(FakeVertexConfig(latency=(0.3, 0.3), quota_per_minute=600))
     try:
@@ -99,10 +103,12 @@ def vertex_rates(requests: int = 300) -> tuple[float, float]:
             project="bench",
             dimension=512,
             api_endpoint=fake.endpoint,
-            requests_per_minute=600,
+            rate_limit=600,
             concurrency=16,
         )
-        items = (ImageItem(f"gs://b/{i}.jpg", source=f"gs://b/{i}.jpg") for i in range(requests))
+        items = (
+            ImageItem(f"gs://b/{i}.jpg", source=stored(f"gs://b/{i}.jpg")) for i in range(requests)
+        )
         for _ in backend.embed_stream(items):
             pass
         times = fake.success_times
@@ -112,14 +118,16 @@ def vertex_rates(requests: int = 300) -> tuple[float, float]:
             project="bench",
             dimension=512,
             api_endpoint=fake.endpoint,
-            requests_per_minute=60_000,
+            rate_limit=60_000,
             concurrency=1,
         )
         fake.success_times.clear()
         fake.config.quota_per_minute = None
         started = time.perf_counter()
         for i in range(20):  # the naive loop: one request, wait, the next
-            sequential.embed_image_batch([ImageItem(f"gs://s/{i}.jpg", source=f"gs://s/{i}.jpg")])
+            sequential.embed_image_batch(
+                [ImageItem(f"gs://s/{i}.jpg", source=stored(f"gs://s/{i}.jpg"))]
+            )
         naive = 20 / (time.perf_counter() - started) * 60
         return ours, naive
     finally:

@@ -26,7 +26,8 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 # `revision --autogenerate` compare the database with.
 target_metadata = metadata
 
-# Created at run time, one per embedding space (pipeline.db.spaces), with their HNSW indexes.
+# Created at run time, one per embedding space (pipeline.db.spaces), with their HNSW indexes
+# (pipeline.loading.indexing).
 _PARTITION = re.compile(r"embeddings_space_\d+")
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from pipeline.db import connect, open_database
 from pipeline.db.schema import downgrade, upgrade
-from pipeline.embedding.backends import get_backend
 from pipeline.listing import list_source
 from pipeline.loading import load_work_dir
+from pipeline.plugins import get_backend
 from pipeline.runner import embed_work_dir
 from pipeline.settings import Settings
 from tests.conftest import run_imgvec

@@ -16,6 +16,17 @@ down_revision: str | None = "0008_runs_backend"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# (0001's comment named a command that never existed)
+OBJECTS_COMMENT = (
+    "One row per image object ever listed, keyed by its full locator. Rows are never deleted by "
+    "a listing: an object that disappears gets deleted_at, and its embeddings are kept (it is no "
+    "longer searched)."
+)
+OLD_OBJECTS_COMMENT = (
+    "One row per image object ever listed, keyed by its full locator. Rows are never deleted by "
+    "a listing: an object that disappears gets deleted_at, and its embeddings stay until "
+    "`imgvec purge`."
+)
 SCHEME_COMMENT = (
     "Kind of source that listed the object (the scheme of its source plug-in: gs, s3, file, ...)."
 )
@@ -26,6 +37,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE objects DROP CONSTRAINT ck_objects_scheme")
     op.execute("ALTER TABLE sources DROP CONSTRAINT ck_sources_kind")
     op.execute(f"COMMENT ON COLUMN objects.scheme IS '{SCHEME_COMMENT}'")
+    op.execute(f"COMMENT ON TABLE objects IS '{OBJECTS_COMMENT}'")
     op.execute("ALTER TABLE runs ADD COLUMN exit_code integer")
     op.execute(
         "COMMENT ON COLUMN runs.exit_code IS 'How the run ended for a scheduler: 0 done, 3 done "
@@ -47,3 +59,4 @@ def downgrade() -> None:
         "ALTER TABLE objects ADD CONSTRAINT ck_objects_scheme CHECK (scheme IN ('gs', 's3', 'file'))"
     )
     op.execute(f"COMMENT ON COLUMN objects.scheme IS '{OLD_SCHEME_COMMENT}'")
+    op.execute(f"COMMENT ON TABLE objects IS '{OLD_OBJECTS_COMMENT}'")

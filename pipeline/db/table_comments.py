@@ -59,7 +59,7 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
         },
     ),
     "objects": (
-        "One row per image object ever listed, keyed by its full locator. Rows are never deleted by a listing: an object that disappears gets deleted_at, and its embeddings stay until `imgvec purge`.",
+        "One row per image object ever listed, keyed by its full locator. Rows are never deleted by a listing: an object that disappears gets deleted_at, and its embeddings are kept (it is no longer searched).",
         {
             "object_id": "Surrogate key used by embeddings and failures.",
             "locator": "Full URI of the object: gs://bucket/key, s3://bucket/key or file:///path.",
