@@ -26,10 +26,12 @@ venv: $(VENV)/.installed-all
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Style is part of the test: ruff's lint rules and its formatter (line length 100, pyproject.toml).
+# Style and types are part of the test: ruff's lint rules and its formatter (line length 100), and
+# mypy over pipeline/ (settings in pyproject.toml).
 lint: $(VENV)/.installed-all
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # The reliability suite in its long form: 50 SIGKILL trials and a 20 s burst of 429s.
 SOAK_TRIALS ?= 50

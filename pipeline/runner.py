@@ -138,6 +138,6 @@ async def run_source(
     loading = await load_work_dir(work_dir=work_dir, settings=settings)
     report("load", loading)
     async with open_database(settings) as conn:
-        texts = await save_text_queries(conn, embedding.backend, [])
+        texts = await save_text_queries(conn, backend, [])
     report("texts", texts)
     return SourceRun(listing, embedding, loading, texts)

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from pipeline import __version__, interrupt
 from pipeline.errors import EXIT_FAILED, EXIT_TEMPFAIL, ImgvecError, first_line, is_transient
+
+if TYPE_CHECKING:  # (read lazily: see LazySettings)
+    from pipeline.settings import Settings
 
 app = typer.Typer(
     name="imgvec",
@@ -59,7 +62,7 @@ class LazySettings:
 
     def __init__(self, overrides: dict) -> None:
         self._overrides = overrides
-        self._settings = None
+        self._settings: Settings | None = None
 
     def __getattr__(self, name: str):
         if self._settings is None:

@@ -47,7 +47,8 @@ def backend_from_context(ctx: typer.Context) -> EmbeddingBackend:
     given = {
         name: value
         for name, value in values.items()
-        if ctx.get_parameter_source(name).name not in _UNSET_SOURCES
+        if (source := ctx.get_parameter_source(name)) is not None
+        and source.name not in _UNSET_SOURCES
     }
     own = backend.Options.model_fields
     model = backend.from_options(**{name: v for name, v in given.items() if name in own})

@@ -27,7 +27,7 @@ class PlainHelpCommand(TyperCommand):
         for param in params:
             if isinstance(param, TyperArgument):
                 # An argument's name (SOURCE) says what it is; its Python type says nothing more.
-                param.display_type_rich = _no_type
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
         return params
 
 
@@ -56,7 +56,8 @@ def plain_help(app: typer.Typer) -> None:
     for group in app.registered_groups:
         if not isinstance(group.cls, type) or group.cls is TyperGroup:
             group.cls = PlainHelpGroup
-        plain_help(group.typer_instance)
+        if group.typer_instance is not None:
+            plain_help(group.typer_instance)
 
 
 def _plain_metavars(callback) -> None:

@@ -7,7 +7,13 @@ scores: what a "good" score is differs from model to model."""
 
 from __future__ import annotations
 
+from typing import overload
 
+
+@overload
+def score(distance: float) -> float: ...
+@overload
+def score(distance: None) -> None: ...
 def score(distance: float | None) -> float | None:
     """The score of an L2 distance between unit vectors (None for None, as SQL's NULL)."""
     if distance is None:

@@ -75,7 +75,11 @@ class Pgvector:
                 "the server has no pgvector",
                 f"install pgvector on the server ({GET_PGVECTOR})",
             )
-        if self.installed is None and version_tuple(self.available) < MIN_PGVECTOR:
+        if (
+            self.installed is None
+            and self.available is not None
+            and version_tuple(self.available) < MIN_PGVECTOR
+        ):
             return (
                 f"the server offers pgvector {self.available}; imgvec needs {minimum} or newer",
                 f"install a newer pgvector on the server ({GET_PGVECTOR})",

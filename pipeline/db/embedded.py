@@ -32,7 +32,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -230,7 +230,7 @@ def _run(program: str, pgdata: Path, *args: object, timeout: float = 60) -> None
     """Run a bundled binary on `pgdata`, as the server's user when we are root. Output goes to a
     file, not a pipe: pg_ctl's server could keep a pipe open and hang the read."""
     user = _server_user()
-    as_user = {}
+    as_user: dict[str, Any] = {}
     if user is not None:
         entry = pwd.getpwnam(user)
         as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}

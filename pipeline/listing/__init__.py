@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from itertools import batched
 
 from pipeline.checkpoints.manifest import ManifestWriter, manifest_path
+from pipeline.core.objects import ObjectInfo
 from pipeline.db import open_database
 from pipeline.db.runs import tracked_run
 from pipeline.listing.filters import ObjectFilter
@@ -93,12 +94,15 @@ async def list_source(
 
 
 async def _record_batch(batch, object_filter, store, manifest, counts) -> None:
-    images, skipped = [], []
+    images: list[tuple[ObjectInfo, None]] = []
+    skipped: list[tuple[ObjectInfo, str]] = []
     for obj in batch:
         reason = object_filter.skip_reason(obj)
         (skipped if reason else images).append((obj, reason))
     statuses = await store.upsert([obj for obj, _ in images]) if images else {}
-    rows = [(_as_stored(obj, store), statuses[obj.locator], None) for obj, _ in images]
+    rows: list[tuple[ObjectInfo, str, str | None]] = [
+        (_as_stored(obj, store), statuses[obj.locator], None) for obj, _ in images
+    ]
     rows += [(obj, "skipped", reason) for obj, reason in skipped]
     manifest.write(rows)
     counts["listed"] += len(batch)

@@ -14,6 +14,7 @@ send format — int4/int8 big-endian; pgvector's `vector` is int16 dim, int16 un
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ TRAILER = (-1).to_bytes(2, "big", signed=True)
 _FIXED = {"int4": ">i4", "int8": ">i8"}
 
 
-def binary_copy(columns: Sequence[tuple[str, object]], rows: int) -> memoryview:
+def binary_copy(columns: Sequence[tuple[str, Any]], rows: int) -> memoryview:
     """The COPY data for `rows` rows. `columns`, in the table's column order, are (type, values):
     "int4" / "int8" — one value for all rows or one per row; "vector" — a 2-D float array;
     "text" — a str or None per row (at most one text column). Row order is not kept: rows are
@@ -40,8 +41,11 @@ def binary_copy(columns: Sequence[tuple[str, object]], rows: int) -> memoryview:
         lengths = np.fromiter((-1 if b is None else len(b) for b in encoded), np.int64, rows)
     else:
         encoded, lengths = [], np.zeros(rows, np.int64)
-    groups = [(np.flatnonzero(lengths == length), int(length)) for length in np.unique(lengths)]
-    groups = [(picked, length, _row_type(columns, length)) for picked, length in groups]
+    groups = [
+        (picked, int(length), _row_type(columns, int(length)))
+        for length in np.unique(lengths)
+        for picked in [np.flatnonzero(lengths == length)]
+    ]
     # One buffer, each group's structured array a view into it: the rows are written once, in place.
     buffer = bytearray(
         len(HEADER) + sum(len(picked) * row.itemsize for picked, _, row in groups) + len(TRAILER)

@@ -97,6 +97,7 @@ class _SpaceLoader:
             if groups:
                 pending = asyncio.create_task(self.prepare(groups[0], space.dimension, sizes))
             for index in range(len(groups)):
+                assert pending is not None
                 group = await pending
                 if index + 1 < len(groups):
                     pending = asyncio.create_task(

@@ -97,6 +97,7 @@ class BucketSource(Source):
 
     def __init__(self, spec: str | None, options: SourceOptions) -> None:
         super().__init__(spec, options)
+        self.bucket: str | None  # (None: a source made only to read, which lists nothing)
         self.bucket, self.prefix = (None, "") if spec is None else self.split(spec)
         self._client = None
 

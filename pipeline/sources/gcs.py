@@ -22,15 +22,16 @@ class GcsSource(BucketSource):
         # A new client when the emulator changed (one started after the first read, in tests).
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         if self._client is None or self._client_emulator != emulator:
-            from google.cloud import storage
+            import google.cloud.storage
 
-            self._client = storage.Client()
+            self._client = google.cloud.storage.Client()
             self._client_emulator = emulator
         return self._client
 
     def list(self) -> Iterator[ObjectInfo]:
         from google.cloud.storage.retry import DEFAULT_RETRY
 
+        assert self.bucket is not None  # (a source made only to read lists nothing)
         with self._errors(self.spec, self.bucket):
             blobs = self.client().list_blobs(
                 self.bucket,

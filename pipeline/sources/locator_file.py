@@ -33,10 +33,14 @@ class LocatorFileSource(Source):
         return Path(spec).expanduser().is_file()
 
     def root(self) -> str:
-        return "list:" + os.path.abspath(self.path)
+        return "list:" + os.path.abspath(self._listed_file())
+
+    def _listed_file(self) -> Path:
+        assert self.path is not None  # (a source made only to read lists nothing)
+        return self.path
 
     def locators(self) -> Iterator[str]:
-        with open(self.path, newline="", encoding="utf-8") as fh:
+        with open(self._listed_file(), newline="", encoding="utf-8") as fh:
             header = next(csv.reader([fh.readline()]), [])
             fh.seek(0)
             if "locator" in header:

@@ -32,19 +32,21 @@ class S3Source(BucketSource):
         return self._client
 
     def list(self) -> Iterator[ObjectInfo]:
-        with self._errors(self.spec, self.bucket):
+        bucket = self.bucket
+        assert bucket is not None  # (a source made only to read lists nothing)
+        with self._errors(self.spec, bucket):
             pages = (
                 self.client()
                 .get_paginator("list_objects_v2")
                 .paginate(
-                    Bucket=self.bucket,
+                    Bucket=bucket,
                     Prefix=self.prefix,
                     PaginationConfig={"PageSize": self.options.page_size},
                 )
             )
             for page in pages:
                 for item in page.get("Contents", ()):
-                    yield self._info(item, self.bucket, self.prefix)
+                    yield self._info(item, bucket, self.prefix)
 
     def stat(self, locator: str) -> ObjectInfo:
         bucket, key = self.split(locator)

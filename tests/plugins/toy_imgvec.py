@@ -77,6 +77,7 @@ class MeanColourBackend(EmbeddingBackend):
     input_kind = "image"
 
     def __init__(self, options: MeanColourOptions) -> None:
+        super().__init__(options)
         self.brightness = options.toy_brightness
 
     @classmethod

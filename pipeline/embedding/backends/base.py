@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import batched
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -58,6 +59,10 @@ class EmbeddingBackend(abc.ABC):
     max_batch_size: ClassVar[int | None] = None
     #: how many batches may be in flight at once (I/O-bound remote backends want many)
     concurrency: int = 1
+
+    def __init__(self, options: Any) -> None:
+        """Built from a validated `Options` (through `from_options`)."""
+        self.options = options
 
     @classmethod
     def from_options(cls, **values: Any) -> Self:
@@ -147,7 +152,7 @@ class EmbeddingBackend(abc.ABC):
         with thread_pool(self.concurrency, f"{self.name}-batch") as pool:
             yield from ordered_bounded(
                 self._embed_batch,
-                _batches(items, self.batch_size),
+                map(list, batched(items, self.batch_size)),
                 pool,
                 in_flight=self.concurrency * 2,
                 flatten=True,
@@ -163,18 +168,18 @@ class EmbeddingBackend(abc.ABC):
         ]
 
     def embed_texts(self, texts: Iterable[str]) -> Iterator[np.ndarray]:
-        batch: list[str] = []
-        for text in texts:
-            batch.append(text)
-            if len(batch) == self.batch_size:
-                yield from self._checked_texts(batch)
-                batch = []
-        if batch:
-            yield from self._checked_texts(batch)
+        for batch in batched(texts, self.batch_size):
+            yield from self._checked_texts(list(batch))
 
     def _checked_texts(self, batch: list[str]) -> list[np.ndarray]:
-        vectors = np.asarray(self.embed_text_batch(batch), dtype=np.float32)
-        return [self._validate(v) for v in vectors]
+        vectors = []
+        texts_vectors = np.asarray(self.embed_text_batch(batch), np.float32)
+        for text, vector in zip(batch, texts_vectors, strict=True):
+            checked = self._validate(vector)
+            if isinstance(checked, ItemFailure):  # a query cannot go on without its vector
+                raise RuntimeError(f"backend {self.name}: {checked.reason} for text {text!r}")
+            vectors.append(checked)
+        return vectors
 
     def _checked(self, batch: list[ImageItem], results: list[Result]) -> list[Result]:
         if len(results) != len(batch):
@@ -183,7 +188,7 @@ class EmbeddingBackend(abc.ABC):
             )
         return [r if isinstance(r, ItemFailure) else self._validate(r) for r in results]
 
-    def _validate(self, vector) -> np.ndarray:
+    def _validate(self, vector) -> Result:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.space.dimension:
             raise RuntimeError(
@@ -197,17 +202,6 @@ class EmbeddingBackend(abc.ABC):
                 return ItemFailure("the model returned a zero vector", permanent=False)
             vector = vector / norm
         return vector
-
-
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 @contextlib.contextmanager

@@ -48,6 +48,7 @@ class ClipBackend(EmbeddingBackend):
     input_kind = "image"
 
     def __init__(self, options: ClipOptions) -> None:
+        super().__init__(options)
         self.model_name = options.model
         self.batch_size = options.batch_size
         self.seed = options.seed
@@ -168,10 +169,11 @@ class ClipBackend(EmbeddingBackend):
 
 @dataclass
 class _LoadedModel:
-    torch: object
-    model: object
-    preprocess: object
-    tokenizer: object
+    # (torch and open_clip are imported only when a model is loaded: their types stay Any here)
+    torch: Any
+    model: Any
+    preprocess: Any
+    tokenizer: Any
     device: str
     dimension: int
 

@@ -52,13 +52,15 @@ def _pretrained_table() -> dict[str, dict[str, dict]] | None:
                 k.arg: k.value.value for k in kw.value.keywords if isinstance(k.value, ast.Constant)
             }
             for kw in call.keywords
-            if isinstance(kw.value, ast.Call)
+            if kw.arg is not None and isinstance(kw.value, ast.Call)
         }
 
+    if folder is None:
+        return None
     try:
         tree = ast.parse((folder.parent / "pretrained.py").read_text(encoding="utf-8"))
         named: dict[str, dict] = {}
-        table = None
+        table: dict[str, dict[str, dict]] | None = None
         for node in tree.body:
             if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
                 continue
@@ -67,8 +69,9 @@ def _pretrained_table() -> dict[str, dict[str, dict]] | None:
                 continue
             if target.id == "_PRETRAINED" and isinstance(node.value, ast.Dict):
                 table = {
-                    key.value: named[value.id] if isinstance(value, ast.Name) else tags(value)
+                    str(key.value): named[value.id] if isinstance(value, ast.Name) else tags(value)
                     for key, value in zip(node.value.keys, node.value.values, strict=True)
+                    if isinstance(key, ast.Constant)
                 }
             elif isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "dict":
                 named[target.id] = tags(node.value)
@@ -99,12 +102,16 @@ def _pretrained_config(model: str, tag: str) -> tuple[dict, list[str]]:
 
 
 def model_names() -> list[str]:
+    return sorted(p.stem for p in _installed_config_folder().glob("*.json"))
+
+
+def _installed_config_folder() -> Path:
     folder = _config_folder()
     if folder is None:
         raise ConfigError(
             "the clip backend needs open_clip and torch", hint="pip install 'imgvec[clip]'"
         )
-    return sorted(p.stem for p in folder.glob("*.json"))
+    return folder
 
 
 def embedding_dimension(model: str) -> int | None:
@@ -120,7 +127,7 @@ def embedding_dimension(model: str) -> int | None:
             + (f"; did you mean {', '.join(close)}?" if close else ""),
             hint="`imgvec models` lists the models and their pretrained weights",
         )
-    config = json.loads((_config_folder() / f"{model}.json").read_text(encoding="utf-8"))
+    config = json.loads((_installed_config_folder() / f"{model}.json").read_text(encoding="utf-8"))
     return int(config["embed_dim"])
 
 

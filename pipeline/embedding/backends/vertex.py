@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import threading
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -88,16 +88,18 @@ class VertexBackend(EmbeddingBackend):
         request_timeout: float = 60.0,
         backoff: float = 0.5,
     ) -> None:
+        super().__init__(options)
         project, api_endpoint = options.project, options.api_endpoint
+        needs = ConfigError(
+            "the vertex backend needs google-cloud-aiplatform", hint="pip install 'imgvec[vertex]'"
+        )
         try:
             from google.api_core import exceptions
         except ImportError:
-            exceptions = None
-        if exceptions is None or importlib.util.find_spec("google.cloud.aiplatform_v1") is None:
-            raise ConfigError(
-                "the vertex backend needs google-cloud-aiplatform",
-                hint="pip install 'imgvec[vertex]'",
-            )
+            raise needs from None
+        if importlib.util.find_spec("google.cloud.aiplatform_v1") is None:
+            raise needs
+
         if credentials is None and not (api_endpoint or "").startswith("http://"):
             # Found now, in one clear line if missing, not at the first request in a worker.
             credentials, found_project = _default_credentials()
@@ -117,7 +119,7 @@ class VertexBackend(EmbeddingBackend):
         self._endpoint = api_endpoint or f"{options.location}-aiplatform.googleapis.com"
         self._transport = options.transport
         self._credentials = credentials
-        self._client = None
+        self._client: Any = None  # the gapic client, made on first use
         self._client_lock = threading.Lock()
         self.model_path = (
             f"projects/{project}/locations/{options.location}/publishers/google/models/{MODEL}"
@@ -190,7 +192,7 @@ class VertexBackend(EmbeddingBackend):
         data = reader.read(item.locator, size=item.size)
         decoded = decode(data)
         if item.locator.startswith("gs://") and takes_as_stored(item, decoded, data):
-            return VertexImage(MIME_TYPES[decoded.format], gcs_uri=item.locator)
+            return VertexImage(MIME_TYPES[str(decoded.format)], gcs_uri=item.locator)
         return request_image(decoded, data)
 
     def source_from_bytes(self, data: bytes) -> VertexImage:

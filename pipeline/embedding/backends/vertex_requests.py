@@ -31,7 +31,7 @@ class VertexImage:
     def instance(self) -> dict:
         if self.gcs_uri is not None:
             return {"gcsUri": self.gcs_uri, "mimeType": self.mime_type}
-        encoded = base64.b64encode(self.data).decode("ascii")
+        encoded = base64.b64encode(self.data or b"").decode("ascii")
         return {"bytesBase64Encoded": encoded, "mimeType": self.mime_type}
 
 
