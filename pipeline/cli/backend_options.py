@@ -15,7 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import typer
-from typer.main import _get_param  # typer's own annotation -> click option (as for a signature)
+
+# typer's own annotation -> option conversion, as for a signature. Private: typer has no public
+# way to make an option outside a function signature; pyproject pins typer to a tested minor.
+from typer.main import _get_param
 from typer.models import ParamMeta
 
 from pipeline.cli.help import PlainHelpCommand, metavar_for
