@@ -63,8 +63,8 @@ def _load(target: str) -> Any:
     module, _, attribute = target.partition(":")
     try:
         loaded: Any = importlib.import_module(module)
-    except ImportError as err:
-        raise ConfigError(f"cannot load plug-in {target}: {err}") from None
+    except ImportError as err:  # (the CLI names the extra to install when it is one of ours)
+        raise ConfigError(f"cannot load plug-in {target}: {err}") from err
     for part in attribute.split("."):
         loaded = getattr(loaded, part)
     return loaded

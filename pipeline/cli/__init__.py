@@ -109,7 +109,11 @@ def main() -> None:
         # At once: a normal exit would wait for the batch still in the model, which is dropped.
         os._exit(err.exit_code)
     except ImgvecError as err:
-        _fail(str(err), err.hint, err.exit_code)
+        # (a plug-in that cannot load for lack of one of our extras: say which to install)
+        cause = err.__cause__
+        missing = _foreseen(cause) if isinstance(cause, ModuleNotFoundError) else None
+        told = missing or err
+        _fail(str(told), told.hint, told.exit_code)
     except KeyboardInterrupt:
         print(f"imgvec: {interrupt.describe()}; rerun the same command to resume", file=sys.stderr)
         sys.exit(interrupt.exit_code())

@@ -22,6 +22,7 @@ from typer.main import _get_param
 from typer.models import ParamMeta
 
 from pipeline.cli.help import PlainHelpCommand, metavar_for
+from pipeline.errors import ImgvecError
 
 if TYPE_CHECKING:
     from pipeline.embedding.backends.base import EmbeddingBackend
@@ -78,7 +79,11 @@ def _backend_params() -> list:
     ]
     declared: set[str] = set()
     for name in names:
-        backend = plugins.backend_class(name)
+        try:
+            backend = plugins.backend_class(name)
+        except ImgvecError:  # not loadable here (an extra missing): its flags are not offered,
+            continue  # and choosing it says why
+
         for field_name, field in backend.Options.model_fields.items():
             if field_name in declared:  # one flag for a name several backends take
                 continue
