@@ -143,12 +143,12 @@ async def open_database(settings: Settings | None = None) -> AsyncIterator[async
         await conn.close()
 
 
-SIMILAR_IMAGES = "similar_images(text, integer, integer)"
+SIMILAR_IMAGES = "similar_images(text, integer, integer, jsonb)"
 
 
 async def pin_iterative_scans(conn: asyncpg.Connection, pgvector: Pgvector) -> bool:
     """similar_images() reads the index on until k rows pass its filters with pgvector >= 0.8
-    (migration 0006 pins hnsw.iterative_scan on it). A database migrated on an older extension
+    (migrations 0006 and 0010 pin hnsw.iterative_scan on it). A database migrated on an older extension
     and updated since (ALTER EXTENSION vector UPDATE) gets the pin here, by the function's owner.
     True when it pinned."""
     if pgvector.installed is None or version_tuple(pgvector.installed) < ITERATIVE_SCANS:

@@ -39,7 +39,8 @@ async def make_default(conn: asyncpg.Connection, space_id: int) -> None:
         CREATE VIEW image_embeddings AS
             SELECT o.name AS image_id,
                    o.locator AS content,
-                   e.embedding::vector({int(dimension)}) AS embedding
+                   e.embedding::vector({int(dimension)}) AS embedding,
+                   o.attributes
             FROM embeddings e
             JOIN objects o ON o.object_id = e.object_id
             WHERE e.space_id = {int(space_id)} AND o.deleted_at IS NULL

@@ -79,6 +79,7 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
             "last_seen": "When a listing last saw this locator.",
             "deleted_at": "When a complete listing no longer found the object; NULL while it exists.",
             "source_id": "The source whose latest listing saw the object; name is relative to it. Live names are unique within a source.",
+            "attributes": 'What is known about the image beyond the store\'s metadata, as a JSON object of scalars, e.g. {"class": "cat", "split": "train"}: from a sidecar table, folder names or dataset columns. Changing it never re-embeds the image. Filter with attributes @> \'{"class": "cat"}\' (GIN index ix_objects_attributes).',
         },
     ),
     "runs": (

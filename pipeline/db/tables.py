@@ -98,6 +98,13 @@ objects = Table(
         ForeignKey("sources.source_id"),
         server_default=text("imgvec_default_source()"),
     ),
+    Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Index(
+        "ix_objects_attributes",
+        "attributes",
+        postgresql_using="gin",
+        postgresql_ops={"attributes": "jsonb_path_ops"},
+    ),
     Index(
         "uq_objects_source_id_name",
         "source_id",
