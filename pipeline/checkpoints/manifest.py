@@ -1,10 +1,12 @@
 """The manifest: the list stage's checkpoint, `manifests/manifest-<UTC time>.csv`, one CSV per
 listing, one row per object. Written by the list stage (streamed batch by batch to a scratch file,
 published whole at the end), read by the embed stage (the latest one). `pandas.read_csv` reads it
-as is."""
+as is. The `attributes` column holds each object's attributes as JSON text (empty: none); a
+manifest of an older imgvec has no such column."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,21 +137,29 @@ def read_manifest(path) -> pd.DataFrame:
             "crc32c",
             "content_hash",
             "content_type",
+            "attributes",
             "status",
             "reason",
         )
     }
-    return pd.read_csv(
+    frame = pd.read_csv(
         path,
         dtype=text | {"size": "Int64"},
         keep_default_na=False,
         na_values={"size": [""]},
         parse_dates=["updated_at"],
     )
+    if "attributes" not in frame:  # (a manifest of an older imgvec)
+        frame.insert(OBJECT_COLUMNS.index("attributes"), "attributes", "")
+        frame["attributes"] = frame["attributes"].astype("string")
+    return frame
 
 
 def _values(obj: ObjectInfo) -> tuple:
-    return tuple(
-        value.isoformat() if hasattr(value, "isoformat") else value
-        for value in (getattr(obj, column) for column in OBJECT_COLUMNS)
-    )
+    return tuple(_manifest_value(getattr(obj, column)) for column in OBJECT_COLUMNS)
+
+
+def _manifest_value(value):
+    if isinstance(value, dict):  # the attributes
+        return json.dumps(value, ensure_ascii=False)
+    return value.isoformat() if hasattr(value, "isoformat") else value

@@ -42,3 +42,24 @@ RetryFailed = Annotated[
 ]
 PartSize = Annotated[int, typer.Option(help="Images per CSV part (the unit a crash can lose).")]
 ReadWorkers = Annotated[int, typer.Option(help="Threads reading and decoding images.")]
+AttributesFile = Annotated[
+    str | None,
+    typer.Option(
+        "--attributes",
+        help="A table of per-image attributes (CSV or Parquet): a key column matching the name or "
+        "the locator (named name, locator, file, filename, path or image), every other column an "
+        "attribute. Changed values relabel, never re-embed.",
+    ),
+]
+AttributesKey = Annotated[
+    str | None,
+    typer.Option("--attributes-key", help="The key column of --attributes, when named otherwise."),
+]
+AttributeFromPath = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--attribute-from-path",
+        help="An attribute from the name's folders, {N} the Nth from 0: 'class={1}' gives "
+        "train/n01443537/x.JPEG class=n01443537 (repeatable).",
+    ),
+]

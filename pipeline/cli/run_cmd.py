@@ -10,6 +10,9 @@ from pipeline.cli.backend_options import backend_from_context
 from pipeline.cli.list_cmd import listing_options
 from pipeline.cli.options import (
     AllTypes,
+    AttributeFromPath,
+    AttributesFile,
+    AttributesKey,
     CheckpointsDir,
     DbBatchSize,
     Exclude,
@@ -34,6 +37,9 @@ def run_command(
     all_types: AllTypes = False,
     page_size: PageSize = 1000,
     db_batch_size: DbBatchSize = 5000,
+    attributes: AttributesFile = None,
+    attributes_key: AttributesKey = None,
+    attribute_from_path: AttributeFromPath = None,
     force: Force = False,
     retry_failed: RetryFailed = False,
     part_size: PartSize = 256,
@@ -55,7 +61,15 @@ def run_command(
             backend,
             work_dir=work_dir,
             list_options=listing_options(
-                include, exclude, max_size, all_types, page_size, db_batch_size
+                include,
+                exclude,
+                max_size,
+                all_types,
+                page_size,
+                db_batch_size,
+                attributes,
+                attributes_key,
+                attribute_from_path,
             ),
             embed_options={
                 "force": force,
@@ -74,6 +88,8 @@ def run_command(
 def _print_stage(source: str, stage: str, result) -> None:
     if stage == "list":
         typer.echo(f"listed {source}: {result.summary()}")
+        if note := result.unmatched_note():
+            typer.echo(note, err=True)
     elif stage == "embed":
         typer.echo(f"embedded: {result.summary()}")
     elif stage == "load":

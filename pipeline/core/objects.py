@@ -7,6 +7,7 @@ import base64
 import mimetypes
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,9 @@ class ObjectInfo:
     content_hash: str | None = None
     content_type: str | None = None
     updated_at: datetime | None = None
+    # What is known of the image beyond its bytes (a label, a split...): JSON scalars by name, from
+    # the source itself, the folder layout or a sidecar table (pipeline.listing.attributes).
+    attributes: dict[str, Any] | None = None
 
 
 OBJECT_COLUMNS = [f.name for f in fields(ObjectInfo)]

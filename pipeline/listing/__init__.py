@@ -17,6 +17,7 @@ from pipeline.checkpoints.manifest import ManifestWriter, manifest_path
 from pipeline.core.objects import ObjectInfo
 from pipeline.db import open_database
 from pipeline.db.runs import tracked_run
+from pipeline.listing.attributes import ObjectAttributes
 from pipeline.listing.filters import ObjectFilter
 from pipeline.listing.registry import register_source
 from pipeline.listing.store import ObjectStore
@@ -31,12 +32,27 @@ class ListingResult:
     run_id: int
     manifest: str
     counts: Counter = field(default_factory=Counter)
+    #: the sidecar's keys that matched no listed object
+    unmatched_attributes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         c = self.counts
+        relabeled = f" ({c['relabeled']} relabeled)" if c["relabeled"] else ""
         return (
-            f"{c['listed']} objects: {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged, "
-            f"{c['deleted']} deleted, {c['skipped']} skipped; manifest {self.manifest}"
+            f"{c['listed']} objects: {c['new']} new, {c['changed']} changed, "
+            f"{c['unchanged']} unchanged{relabeled}, {c['deleted']} deleted, "
+            f"{c['skipped']} skipped; manifest {self.manifest}"
+        )
+
+    def unmatched_note(self) -> str | None:
+        """One line naming (up to 5 of) the sidecar's keys no listed object has, if any."""
+        keys = self.unmatched_attributes
+        if not keys:
+            return None
+        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+        return (
+            f"note: {len(keys)} key(s) of --attributes match no listed object's name or locator: "
+            f"{', '.join(repr(k) for k in keys[:5])}{more}"
         )
 
 
@@ -46,12 +62,14 @@ async def list_source(
     work_dir: str,
     settings: Settings | None = None,
     object_filter: ObjectFilter | None = None,
+    attributes: ObjectAttributes | None = None,
     page_size: int = 1000,
     batch_size: int = 5000,
     source: Source | None = None,
 ) -> ListingResult:
     settings = settings or Settings()
     object_filter = object_filter or ObjectFilter()
+    attributes = attributes or ObjectAttributes()
     source = source or open_source(
         spec,
         SourceOptions(
@@ -77,20 +95,22 @@ async def list_source(
                 store = ObjectStore(
                     conn, listed_at, source_id, names_may_clash=source.names_may_clash
                 )
-                for batch in batched(source.list(), batch_size):
+                for batch in batched(map(attributes.label, source.list()), batch_size):
                     await _record_batch(batch, object_filter, store, manifest, counts)
                     progress.advance(len(batch), new=counts["new"], changed=counts["changed"])
                 if source.complete_listing:
                     deleted = await store.mark_deleted(source.root())
                     manifest.write((obj, "deleted", None) for obj in deleted)
                     counts["deleted"] += len(deleted)
+                unmatched = attributes.unmatched()
+                counts["unmatched_attributes"] += len(unmatched)
                 published = manifest.publish()
         except BaseException:
             manifest.discard()
             raise
         finally:
             progress.close()
-    return ListingResult(run.run_id, published, counts)
+    return ListingResult(run.run_id, published, counts, unmatched)
 
 
 async def _record_batch(batch, object_filter, store, manifest, counts) -> None:
@@ -108,6 +128,7 @@ async def _record_batch(batch, object_filter, store, manifest, counts) -> None:
     counts["listed"] += len(batch)
     counts["skipped"] += len(skipped)
     counts.update(status for _, status, _ in rows if status != "skipped")
+    counts["relabeled"] += len(store.relabeled)
 
 
 def _as_stored(obj, store):

@@ -1,7 +1,10 @@
 """The objects table side of a listing: batches go in through COPY into a staging table, then one
-upsert; the status of each object (new / changed / unchanged) comes from comparing with its row."""
+upsert; the status of each object (new / changed / unchanged) comes from comparing with its row.
+Attributes are not content: an unchanged object whose attributes differ is only relabeled."""
 
 from __future__ import annotations
+
+import json
 
 import asyncpg
 
@@ -20,7 +23,8 @@ SELECT b.locator,
                    ELSE (o.generation, o.etag, o.size) IS DISTINCT FROM (b.generation, b.etag, b.size)
               END THEN 'changed'
          ELSE 'unchanged'
-       END AS status
+       END AS status,
+       o.attributes IS DISTINCT FROM b.attributes AS attributes_differ
 FROM {_STAGING} b LEFT JOIN objects o ON o.locator = b.locator
 """
 
@@ -65,6 +69,8 @@ class ObjectStore:
         self.names_may_clash = names_may_clash
         #: locator -> name, for the last batch's objects whose name was taken (see _RENAME_CLASHES_SQL)
         self.renamed: dict[str, str] = {}
+        #: the last batch's unchanged objects whose attributes are new
+        self.relabeled: set[str] = set()
         self._staging_ready = False
 
     async def upsert(self, batch: list[ObjectInfo]) -> dict[str, str]:
@@ -78,17 +84,30 @@ class ObjectStore:
             await self.conn.execute(f"TRUNCATE {_STAGING}")
         await self.conn.copy_records_to_table(
             _STAGING,
-            records=[tuple(getattr(o, c) for c in OBJECT_COLUMNS) for o in batch],
+            records=[_record(o) for o in batch],
             columns=OBJECT_COLUMNS,
         )
         if self.names_may_clash:
             self.renamed = dict(await self.conn.fetch(_RENAME_CLASHES_SQL, self.source_id))
-        statuses = dict(await self.conn.fetch(_STATUS_SQL))
+        rows = await self.conn.fetch(_STATUS_SQL)
+        self.relabeled = {
+            r["locator"] for r in rows if r["status"] == "unchanged" and r["attributes_differ"]
+        }
         await self.conn.execute(_UPSERT_SQL, self.listed_at, self.source_id)
-        return statuses
+        return {r["locator"]: r["status"] for r in rows}
 
     async def mark_deleted(self, root: str) -> list[ObjectInfo]:
         """Objects below the listed root this listing did not see: marked deleted (their vectors
         stay)."""
         rows = await self.conn.fetch(_DELETE_SQL, root, self.listed_at)
-        return [ObjectInfo(**dict(row)) for row in rows]
+        return [
+            ObjectInfo(**(dict(row) | {"attributes": json.loads(row["attributes"])}))
+            for row in rows
+        ]
+
+
+def _record(obj: ObjectInfo) -> tuple:
+    """The object as a staging row: its attributes as jsonb text, none being {}."""
+    values = {c: getattr(obj, c) for c in OBJECT_COLUMNS}
+    values["attributes"] = json.dumps(obj.attributes or {})
+    return tuple(values.values())
