@@ -18,7 +18,7 @@ $(PY):
 
 # Reinstall only when pyproject.toml changes. Tests need every extra (clip pulls torch: large).
 $(VENV)/.installed-all: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[clip,vertex,s3,dev]'
+	$(PY) -m pip install --quiet -e '.[clip,vertex,s3,parquet,dev]'
 	touch $@
 
 venv: $(VENV)/.installed-all
