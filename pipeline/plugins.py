@@ -47,6 +47,7 @@ BUILTIN_SOURCES = {
     "s3": "pipeline.sources.s3:S3Source",
     "file": "pipeline.sources.local:LocalSource",
     "list": "pipeline.sources.locator_file:LocatorFileSource",
+    "parquet": "pipeline.sources.parquet:ParquetSource",
 }
 
 
