@@ -3,6 +3,7 @@ changed label that relabels without re-embedding. Against the real database."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -156,9 +157,15 @@ def test_sidecar_parquet(tmp_path):
     import pyarrow.parquet as pq
 
     path = tmp_path / "labels.parquet"
-    table = pa.table({"locator": ["s3://b/a.jpg", "s3://b/b.jpg"], "label": [3, None]})
+    taken = [datetime.date(2025, 5, 1), None]
+    table = pa.table(
+        {"locator": ["s3://b/a.jpg", "s3://b/b.jpg"], "label": [3, None], "taken": taken}
+    )
     pq.write_table(table, path)
-    assert read_sidecar(str(path), None) == {"s3://b/a.jpg": {"label": 3}, "s3://b/b.jpg": {}}
+    assert read_sidecar(str(path), None) == {
+        "s3://b/a.jpg": {"label": 3, "taken": "2025-05-01"},
+        "s3://b/b.jpg": {},
+    }
 
 
 def test_a_manifest_without_attributes_still_reads(tmp_path):

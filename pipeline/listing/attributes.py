@@ -9,6 +9,7 @@ import importlib.util
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ class ObjectAttributes:
 
     from_path: tuple[PathAttribute, ...] = ()
     sidecar: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _matched: set[str] = field(default_factory=set)
+    _matched: set[str] = field(default_factory=set, init=False)
 
     @classmethod
     def build(
@@ -140,5 +141,7 @@ def _is_missing(value: Any) -> bool:
 
 
 def _scalar(value: Any) -> Any:
-    """A JSON scalar: numpy's and pandas' numbers as Python's."""
+    """A JSON scalar: numpy's and pandas' numbers as Python's, a date or time (Parquet) as ISO text."""
+    if isinstance(value, date):
+        return value.isoformat()
     return value.item() if hasattr(value, "item") else value
