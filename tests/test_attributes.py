@@ -89,6 +89,16 @@ async def test_folder_labels_imagenet_layout_and_the_merge_order(tmp_path, fresh
     }
     assert result.counts["unmatched_attributes"] == 0 and result.unmatched_note() is None
 
+    (images / "train/n01443537/x.JPEG").unlink()
+    relisted = await list_source(
+        str(images), work_dir=str(tmp_path / "work"), settings=fresh_settings, attributes=attributes
+    )
+    frame = read_manifest(relisted.manifest).set_index("name")
+    gone = frame.loc["train/n01443537/x.JPEG"]
+    assert gone["status"] == "deleted"  # with the attributes it had, for whoever reads the manifest
+    assert json.loads(gone["attributes"]) == {"split": "train", "class": "n01443537"}
+    assert frame.loc["top.JPEG", "attributes"] == ""
+
 
 def test_the_source_s_attributes_come_first_then_the_path_s_then_the_sidecar_s():
     obj = ObjectInfo(
@@ -116,8 +126,9 @@ async def test_a_changed_label_relabels_and_run_embeds_nothing(tmp_path, fresh_u
     first = run_imgvec(*args, env=env, timeout=300)
     assert "2 embedded" in first.stdout
 
-    sidecar.write_text("path,quality\ncats/a.png,good\ncats/b.png,fixed\n")
+    sidecar.write_text("path,quality\ncats/a.png,good\ncats/b.png,fixed\ncats/zzz.png,x\n")
     second = run_imgvec(*args, env=env, timeout=300)
+    assert "match no listed object's name or locator: 'cats/zzz.png'" in second.stderr
     assert "2 unchanged (1 relabeled)" in second.stdout
     assert " 0 embedded" in second.stdout and "0 new parts" in second.stdout
     assert (await db_attributes(fresh_url))["cats/b.png"] == {"class": "cats", "quality": "fixed"}

@@ -101,7 +101,8 @@ class ObjectStore:
         stay)."""
         rows = await self.conn.fetch(_DELETE_SQL, root, self.listed_at)
         return [
-            ObjectInfo(**(dict(row) | {"attributes": json.loads(row["attributes"])}))
+            # (no attributes, {} in the table, are None as in a listing)
+            ObjectInfo(**(dict(row) | {"attributes": json.loads(row["attributes"]) or None}))
             for row in rows
         ]
 
