@@ -141,6 +141,8 @@ def test_path_attribute_values_and_spellings():
     for wrong in ("class", "={1}", "class=fixed"):
         with pytest.raises(UsageError, match="NAME=TEMPLATE"):
             PathAttribute.parse(wrong)
+    with pytest.raises(UsageError, match="--attributes-key"):
+        ObjectAttributes.build(None, "id", [])
 
 
 def test_a_wrong_attribute_spelling_is_a_usage_error_before_listing(tmp_path):

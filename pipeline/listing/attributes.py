@@ -62,6 +62,8 @@ class ObjectAttributes:
     def build(
         cls, sidecar_file: str | None, key_column: str | None, from_path: Iterable[str]
     ) -> ObjectAttributes:
+        if key_column and not sidecar_file:
+            raise UsageError("--attributes-key names a column of --attributes FILE, given none")
         sidecar = read_sidecar(sidecar_file, key_column) if sidecar_file else {}
         return cls(tuple(PathAttribute.parse(spec) for spec in from_path), sidecar)
 
