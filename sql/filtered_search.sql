@@ -1,4 +1,5 @@
--- Nearest images to an image among those matching a filter (name prefix, content type, date).
+-- Nearest images to an image among those matching a filter (name prefix, content type, date,
+-- attributes).
 -- pgvector 0.8's iterative index scan keeps reading the HNSW index until LIMIT rows pass the
 -- filter, so a selective filter still returns k rows. A filter left at its default is not
 -- applied at all (the planner folds it away), and the ones given are plain column conditions
@@ -6,11 +7,14 @@
 -- just those is cheaper (and exact).
 --
 --   imgvec psql -v image=IMG001.jpg -v prefix=2026/ -v since=2026-01-01 -f sql/filtered_search.sql
+--   imgvec psql -v image=IMG001.jpg -v attrs='{"class": "cat"}' -f sql/filtered_search.sql
 --
 -- Variables: image   query image: name or full locator       default IMG001.jpg
 --            prefix  keep names starting with this           default '' (all)
 --            type    keep this content type, % wildcards     default '' (all)
 --            since   keep objects updated on or after        default '' (all)
+--            attrs   keep objects whose attributes contain   default '' (all)
+--                    this JSON object (GIN index ix_objects_attributes)
 --            k       how many                                default 10
 -- To see the plan (the HNSW index scan): add -v explain=EXPLAIN
 \set ON_ERROR_STOP on
@@ -18,6 +22,7 @@
 \if :{?prefix} \else \set prefix '' \endif
 \if :{?type} \else \set type '' \endif
 \if :{?since} \else \set since '' \endif
+\if :{?attrs} \else \set attrs '' \endif
 \if :{?k} \else \set k 10 \endif
 \if :{?explain} \else \set explain '' \endif
 -- Iterative scans need pgvector 0.8 in this database; an older one searches without (with a note).
@@ -36,6 +41,7 @@ SET hnsw.iterative_scan = relaxed_order;
       AND (:'prefix' = '' OR starts_with(o.name, :'prefix'))
       AND (:'type' = '' OR o.content_type LIKE :'type')
       AND (:'since' = '' OR o.updated_at >= nullif(:'since', '')::timestamptz)
+      AND (:'attrs' = '' OR o.attributes @> nullif(:'attrs', '')::jsonb)
     ORDER BY distance
     LIMIT :k
 ) nearest ORDER BY distance;  -- relaxed_order may return rows slightly out of order: re-sort

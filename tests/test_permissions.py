@@ -245,6 +245,11 @@ async def test_search_and_the_analyst_functions_work_under_the_reader_role(
     await embed_work_dir(work_dir=work, backend=clip, settings=owner)
     await load_work_dir(work_dir=work, settings=owner)
     run_imgvec("text-embed", "red car", "--pretrained", "none", env={"DATABASE_URL": fresh_url})
+    async with open_database(owner) as conn:  # labels, for the filtered searches
+        await conn.execute(
+            "UPDATE objects SET attributes = jsonb_build_object('class', "
+            "CASE WHEN name < 'img04.png' THEN 'cat' ELSE 'dog' END)"
+        )
     reader = roles("analyst")
     run_imgvec("db", "grant-reader", reader, env={"DATABASE_URL": fresh_url})
     async with open_database(owner) as conn:
@@ -270,6 +275,12 @@ async def test_search_and_the_analyst_functions_work_under_the_reader_role(
         )
         similar = await conn.fetch("SELECT * FROM similar_images('img05.png', 3)")
         assert len(similar) == 3 and all(0 <= r["score"] <= 1 for r in similar)
+        cats = await search(conn, clip, text="red car", where=["class=cat", "size>0"])
+        assert sorted(m.name for m in cats) == [f"img0{i}.png" for i in range(4)]
+        similar_cats = await conn.fetch(
+            "SELECT * FROM similar_images('img05.png', 10, filter => '{\"class\": \"cat\"}')"
+        )
+        assert sorted(r["image_id"] for r in similar_cats) == [f"img0{i}.png" for i in range(4)]
         assert await conn.fetchval("SELECT image_locator('img05.png')") == (
             f"file://{(tmp_path / 'images' / 'img05.png').resolve()}"
         )
@@ -284,6 +295,10 @@ async def test_search_and_the_analyst_functions_work_under_the_reader_role(
     assert len(by_text.stdout.splitlines()) == 2, by_text.stderr
     by_image = run_imgvec("search", "--image", "img03.png", "--pretrained", "none", env=env)
     assert len(by_image.stdout.splitlines()) == 7, by_image.stderr
+    dogs = run_imgvec(
+        "search", "--image", "img03.png", "--pretrained", "none", "--where", "class=dog", env=env
+    )
+    assert len(dogs.stdout.splitlines()) == 4, dogs.stderr
     elsewhere = run_imgvec("search", "red car", "--pretrained", "none", "--seed", "7", env=env)
     assert elsewhere.stdout == "" and "imgvec: nothing loaded in space" in elsewhere.stderr
 

@@ -163,7 +163,8 @@ async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(
         stored = await conn.fetchval(
             "SELECT e.embedding FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img05.png'"
         )
-        expected = (await brute_force(conn, stored.to_numpy()))[1:6]
+        expected_all = (await brute_force(conn, stored.to_numpy()))[1:]
+        expected = expected_all[:5]
         await save_text_queries(conn, clip, ["red car"])
         text_expected = (await brute_force(conn, next(clip.embed_texts(["red car"]))))[:4]
         from_function = [
@@ -183,6 +184,10 @@ async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(
     )
     assert len(typed) == 4 and all(row[1] == "image/png" for row in typed)
     assert psql(loaded, "filtered_search.sql", image="img05.png", type="image/jpeg") == []
+    async with open_database(loaded) as conn:
+        await conn.execute(LABELS)
+    cats = psql(loaded, "filtered_search.sql", image="img05.png", attrs='{"class": "cat"}')
+    assert [row[0] for row in cats] == [n for n in expected_all if n in CATS]
 
     sample = psql(loaded, "diverse_sample.sql", n=5, bits=4)
     assert 1 <= len(sample) <= 5 and len({row[1] for row in sample}) == len(
@@ -193,6 +198,31 @@ async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(
     assert len(psql(loaded, "run_history.sql", limit=10)) == 3  # list, embed, load
     assert psql(loaded, "recent_failures.sql", days=1) == []  # nothing failed
     assert psql(loaded, "near_duplicates.sql", max_distance=0.0001) == []
+
+
+async def add_fillers(conn, count: int) -> None:
+    """`count` random unit vectors in space 1 under their own names (filler1, ...), each with its
+    number as the attribute rank, and every 250th the attribute tier=rare."""
+    rng = np.random.default_rng(3)
+    ids = [
+        r[0]
+        for r in await conn.fetch(
+            "INSERT INTO objects (locator, scheme, key, name, content_type, attributes) "
+            "SELECT 'file:///filler/' || i, 'file', '/filler/' || i, 'filler' || i, 'image/png', "
+            "jsonb_build_object('rank', i) || CASE WHEN i % 250 = 0 "
+            "THEN '{\"tier\": \"rare\"}'::jsonb ELSE '{}' END "
+            "FROM generate_series(1, $1) i RETURNING object_id",
+            count,
+        )
+    ]
+    vectors = rng.standard_normal((len(ids), 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    await conn.copy_records_to_table(
+        "embeddings",
+        columns=["space_id", "object_id", "embedding"],
+        records=((1, oid, v) for oid, v in zip(ids, vectors, strict=True)),
+    )
+    await conn.execute("ANALYZE")
 
 
 @pytest.mark.parametrize(
@@ -208,24 +238,9 @@ async def test_every_sql_file_runs_and_the_nearest_ones_agree_with_brute_force(
 async def test_nearest_queries_are_served_by_the_hnsw_index(loaded, clip, file, variables):
     # At 20 rows a scan beats any index, so the space gets 5,000 more (random unit vectors under
     # their own names) — the size at which the planner's own choice can be checked.
-    rng = np.random.default_rng(3)
     async with open_database(loaded) as conn:
         await save_text_queries(conn, clip, ["red car"])
-        ids = [
-            r[0]
-            for r in await conn.fetch(
-                "INSERT INTO objects (locator, scheme, key, name, content_type) SELECT 'file:///filler/' || i, "
-                "'file', '/filler/' || i, 'filler' || i, 'image/png' FROM generate_series(1, 5000) i RETURNING object_id"
-            )
-        ]
-        vectors = rng.standard_normal((len(ids), 512)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        await conn.copy_records_to_table(
-            "embeddings",
-            columns=["space_id", "object_id", "embedding"],
-            records=((1, oid, v) for oid, v in zip(ids, vectors, strict=False)),
-        )
-        await conn.execute("ANALYZE")
+        await add_fillers(conn, 5000)
     plan = psql_output(loaded, file, explain="EXPLAIN (COSTS OFF)", **variables)
     assert "Index Scan using embeddings_space_1_hnsw_l2" in plan, plan
 
@@ -300,3 +315,114 @@ async def test_empty_answers_say_why_on_stderr(loaded, server_url, imgvec_home):
     assert f"(spaces with vectors: {space}: search it with --pretrained none)" in other
     best = imgvec_search(loaded, "red car", "--min-score", "0.9999")
     assert "no result scores at least 0.9999; the best was 0." in best
+
+
+CATS = {"img00.png", "img01.png", "img02.png", "img03.png"}
+DOGS = {"img04.png", "img06.png", "img07.png"}
+# Numbers as a dataset gives them (cats) or as a CSV sidecar does (dogs' "2026": a text).
+LABELS = """
+UPDATE objects SET attributes = CASE
+    WHEN name IN ('img00.png', 'img01.png', 'img02.png', 'img03.png')
+        THEN jsonb_build_object('class', 'cat', 'year', 2025)
+    WHEN name IN ('img04.png', 'img06.png', 'img07.png')
+        THEN jsonb_build_object('class', 'dog', 'year', '2026')
+    WHEN name = 'img08.png' THEN jsonb_build_object('class', 'o''brien, 100%', 'year', 2024.5)
+    ELSE '{}' END
+"""
+
+
+async def test_search_filters_on_attributes_and_listed_fields(loaded, clip):
+    async with open_database(loaded) as conn:
+        await conn.execute(LABELS)
+        order = await brute_force(conn, next(clip.embed_texts(["red car"])))
+
+        async def names(*where: str) -> list[str]:
+            matches = await search(conn, clip, text="red car", k=20, where=list(where))
+            return [m.name for m in matches]
+
+        def among(kept) -> list[str]:
+            return [n for n in order if n in kept]
+
+        assert await names("class=cat") == among(CATS)
+        assert await names("class in (cat, dog)") == among(CATS | DOGS)
+        # != keeps the images that have a class, and another one.
+        assert await names("class!=cat") == among(DOGS | {"img08.png"})
+        assert await names("class='o''brien, 100%'") == ["img08.png"]
+        # A bare number matches the JSON number and the same text; quoted, only the text.
+        assert await names("year=2026") == among(DOGS)
+        assert await names('year="2025"') == []
+        assert await names("year>=2025") == among(CATS | DOGS)
+        assert await names("year<2025") == ["img08.png"]
+        assert await names("year>2025.5", "year<=2026") == among(DOGS)
+        assert await names("class=cat", "name in (img01.png, img02.png, img09.png)") == among(
+            {"img01.png", "img02.png"}
+        )
+        assert await names("size>0", "content_type=image/png", "updated_at>=2000-01-01") == order
+        assert await names("name>=img15.png") == among({f"img{i}.png" for i in range(15, 20)})
+        assert await names("size<0") == []
+
+
+async def test_filter_values_are_data_never_sql(loaded, clip):
+    async with open_database(loaded) as conn:
+        await conn.execute(LABELS)
+        for where in (
+            "class='); DROP TABLE objects; --",
+            "class in ('%', \"'); DROP TABLE objects; --\")",
+            "class<='); DROP TABLE objects; --'",
+            "year<='%'",
+            "name='%'",
+            "locator in ('%', '_')",
+            "'); DROP TABLE objects; --=x",
+        ):
+            try:
+                matches = await search(conn, clip, text="red car", where=[where])
+            except Exception as err:  # a field that is no name is unreadable: fine, if it says so
+                assert "cannot read --where" in str(err), where
+                continue
+            assert not matches, where
+            assert matches.why_empty.startswith("no image in space clip/ViT-B-32/none-seed0/512")
+            assert f"matches --where {where!r}" in matches.why_empty
+        assert await conn.fetchval("SELECT count(*) FROM objects") == 20
+
+
+async def test_a_selective_filter_still_gets_exactly_k(loaded, clip):
+    async with open_database(loaded) as conn:
+        await add_fillers(conn, 5000)  # 20 of them rare: 0.4 %
+        query = next(clip.embed_texts(["red car"]))
+        order = await brute_force(conn, query)
+        ranks = {f"filler{i}" for i in range(4950, 5001)}
+        for where, kept in (
+            (["tier=rare"], {f"filler{i}" for i in range(250, 5001, 250)}),
+            (["rank>=4950"], ranks),  # no index for it: the HNSW scan reads on until k pass
+        ):
+            matches = await search(conn, clip, text="red car", k=10, where=where)
+            names = [m.name for m in matches]
+            # k rows, all kept, nearest first; the index is approximate: most are the exact 10.
+            assert len(names) == 10 and set(names) <= kept, where
+            assert [m.distance for m in matches] == sorted(m.distance for m in matches)
+            assert len(set(names) & set([n for n in order if n in kept][:10])) >= 7, where
+        similar = await conn.fetch(
+            "SELECT * FROM similar_images('img05.png', 10, filter => '{\"tier\": \"rare\"}')"
+        )
+        assert len(similar) == 10
+        assert {r["image_id"] for r in similar} <= {f"filler{i}" for i in range(250, 5001, 250)}
+
+
+def test_cli_search_where(loaded):
+    env = {"DATABASE_URL": loaded.database_url.get_secret_value()}
+    bad = run_imgvec("search", "red car", "--where", "class ~ cat", env=env, check=False)
+    assert bad.returncode == 2, bad.stderr
+    assert "cannot read --where 'class ~ cat'" in bad.stderr and "FIELD=VALUE" in bad.stderr
+    assert "loading" not in bad.stderr.lower()  # refused before the model
+    none = run_imgvec(
+        "search", "red car", "--pretrained", "none", "--where", "class=cat", env=env
+    )  # no labels loaded
+    assert none.stdout == "" and "matches --where 'class=cat'" in none.stderr
+    kept = run_imgvec(
+        "search", "red car", "--pretrained", "none", "--json", "--k", "3",
+        "--where", "name in (img01.png, img02.png)", "--where", "size>0", env=env,
+    )  # fmt: skip
+    assert {json.loads(line)["name"] for line in kept.stdout.splitlines()} == {
+        "img01.png",
+        "img02.png",
+    }

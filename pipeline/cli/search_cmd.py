@@ -29,11 +29,19 @@ def search_command(
             "names are then that source's. Default: every source."
         ),
     ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Keep images meeting a condition, e.g. class=cat, year>=2025, "
+            "'class in (cat, dog)', size<500000; on an attribute or on name, locator, size, "
+            "content_type, updated_at. Repeatable: all must hold."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """The images nearest to a text, an image, or both (hybrid), with distance and a 0-1 score.
 
-    Example: imgvec search "red car" --k 5 --pretrained none
+    Example: imgvec search "red car" --k 5 --where class=car --pretrained none
     """
     if not text and not image:
         # Checked before the backend is built: a usage error loads no model.
@@ -42,13 +50,22 @@ def search_command(
         )
     from pipeline.db import open_database
     from pipeline.search import search
+    from pipeline.search.where import where_sql
 
+    where_sql(where or [], first_parameter=1)  # an unreadable --where loads no model either
     model = backend_from_context(ctx)
 
     async def run():
         async with open_database(ctx.obj) as conn:
             return await search(
-                conn, model, text=text, image=image, k=k, min_score=min_score, source=source
+                conn,
+                model,
+                text=text,
+                image=image,
+                k=k,
+                min_score=min_score,
+                source=source,
+                where=where,
             )
 
     matches = asyncio.run(run())

@@ -20,6 +20,7 @@ from pipeline.listing.registry import find_source
 from pipeline.search.answers import Match, Matches, QueryError
 from pipeline.search.empty import anything_loaded, nothing_loaded
 from pipeline.search.query_image import listed_query_image
+from pipeline.search.where import where_sql
 
 
 async def search(
@@ -31,16 +32,20 @@ async def search(
     k: int = 10,
     min_score: float | None = None,
     source: str | None = None,
+    where: list[str] | None = None,
     reader: ObjectReader | None = None,
 ) -> Matches:
     """The k images nearest to a text, an image, or both (hybrid: the mean of the two unit vectors).
 
     `image` is a listed locator, a listed name (ambiguous across sources: an error that lists the
     locators), or a file embedded on the spot. `source` (id, root, spec or folder) limits the
-    search, and the names, to one listed source; by default every source is searched. Nothing is
-    embedded (no model loaded) before the query is known to be answerable.
+    search, and the names, to one listed source; by default every source is searched. `where`:
+    conditions (pipeline.core.where) every image answered meets; the k nearest that do are
+    answered. Nothing is embedded (no model loaded) before the query is known to be answerable.
     """
     check_query(text, image, k)
+    # Placeholders $1-$5 are _nearest's own.
+    filters = where_sql(where or [], first_parameter=6)
     space = backend.space
     # Looked up, never registered: a space nobody loaded is an empty answer, not a new row.
     space_id = await conn.fetchval(
@@ -63,10 +68,13 @@ async def search(
         vectors.append(await asyncio.to_thread(_embed_file, backend, image, reader))
     query = np.mean(vectors, axis=0)
     query = query / np.linalg.norm(query)
-    rows = await _nearest(conn, space, space_id, source_id, query, k, exclude)
+    rows = await _nearest(conn, space, space_id, source_id, query, k, exclude, filters)
     matches = Matches(
         Match(r["locator"], r["name"], float(r["distance"]), score(r["distance"])) for r in rows
     )
+    if not matches and where:
+        conditions = " and ".join(f"--where {w!r}" for w in where)
+        return Matches.empty(f"no image in space {space.name} matches {conditions}")
     if not matches:
         return Matches.empty(f"no other image is loaded in space {space.name}")
     kept = Matches(m for m in matches if min_score is None or m.score >= min_score)
@@ -84,11 +92,12 @@ def check_query(text: str | None, image: str | None, k: int) -> None:
         raise QueryError(f"k must be at least 1, not {k}")
 
 
-async def _nearest(conn, space: EmbeddingSpace, space_id, source_id, query, k, exclude):
+async def _nearest(conn, space: EmbeddingSpace, space_id, source_id, query, k, exclude, filters):
+    condition, values = filters
     async with conn.transaction():
         if await _has_iterative_scans(conn):
-            # Deleted objects and other sources are filtered out of the index's candidates: read
-            # on until k rows pass, in exact order (pgvector >= 0.8).
+            # Deleted objects, other sources and --where are filtered out of the index's
+            # candidates: read on until k rows pass, in exact order (pgvector >= 0.8).
             await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
         return await conn.fetch(
             f"""
@@ -96,6 +105,7 @@ async def _nearest(conn, space: EmbeddingSpace, space_id, source_id, query, k, e
             FROM embeddings e JOIN objects o ON o.object_id = e.object_id
             WHERE e.space_id = $2 AND o.deleted_at IS NULL AND o.locator IS DISTINCT FROM $4
               AND ($5::integer IS NULL OR o.source_id = $5)
+              AND {condition}
             ORDER BY distance LIMIT $3
             """,
             query,
@@ -103,6 +113,7 @@ async def _nearest(conn, space: EmbeddingSpace, space_id, source_id, query, k, e
             k,
             exclude,
             source_id,
+            *values,
         )
 
 
