@@ -2,13 +2,14 @@
 
 200k clustered, normalised 512-d vectors (bench_load's (b) data, so recall means something) in a
 space registered the way imgvec registers one, with its HNSW index (m=16, ef_construction=64);
-each object carries attributes `{"label": 0..999, "group": 0..9}`, drawn at random, independent
+each object carries attributes `{"label": "c000".."c999", "group": "g0".."g9"}` (class names, as
+ImageNet's folders give), drawn at random, independent
 of the clusters (as a class rarely matches an embedding cluster exactly), in `objects.attributes`
 with its GIN index (migration 0010). A filter on `label` keeps 0.1 % of the rows, one on `group`
 10 %. For each selectivity, hnsw.ef_search and `hnsw.iterative_scan` (off / relaxed_order /
 strict_order), 100 queries (data points plus a little noise, each with a random filter value)
-through imgvec's search query (the SQL of pipeline.search.query._nearest plus the filter
-`o.attributes @> $6`) give:
+through imgvec's search query (the SQL of pipeline.search.query._nearest, with `--where
+label=c042` compiled by pipeline.search.where: `o.attributes @> $6::jsonb`) give:
 
 - recall@10 against the exact filtered search (the same query ordered by the un-indexed
   expression, so no HNSW index can serve it: the GIN index and an exact sort);
@@ -54,22 +55,24 @@ from pipeline.db import open_database  # noqa: E402
 from pipeline.db.spaces import register_space  # noqa: E402
 from pipeline.loading.binary_copy import binary_copy  # noqa: E402
 from pipeline.loading.indexing import create_hnsw_index  # noqa: E402
+from pipeline.search.where import where_sql  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 K = 10
 QUERIES = 100
 ROUNDS = 3
-# attribute -> number of values: selectivity 1/values
-ATTRIBUTES = {"label": 1_000, "group": 10}
+# attribute -> (number of values, how a value is spelled): selectivity 1/values
+ATTRIBUTES = {"label": (1_000, "c{:03d}"), "group": (10, "g{}")}
 ITERATIVE_SCANS = ("off", "relaxed_order", "strict_order")
 EF_SEARCH = (40, 100)  # 40: pgvector's default, which imgvec search uses today
 
-# imgvec's search query (pipeline.search.query._nearest) with the attributes filter.
+# imgvec's search query (pipeline.search.query._nearest; it sets hnsw.iterative_scan itself,
+# which a benchmark of the three settings cannot use) with the --where condition.
 SEARCH = """
     SELECT o.object_id, o.locator, o.name, e.embedding::vector({dim}) <-> $1 AS distance
     FROM embeddings e JOIN objects o ON o.object_id = e.object_id
     WHERE e.space_id = $2 AND o.deleted_at IS NULL AND o.locator IS DISTINCT FROM $4
-      AND ($5::integer IS NULL OR o.source_id = $5) AND o.attributes @> $6::jsonb
+      AND ($5::integer IS NULL OR o.source_id = $5) AND {condition}
     ORDER BY distance LIMIT $3
 """
 # The same rows ordered by an expression no index has: the exact filtered search.
@@ -110,7 +113,7 @@ async def load(conn, vectors: np.ndarray) -> tuple[int, dict[str, np.ndarray]]:
     and each attribute's values, in row order."""
     n = len(vectors)
     rng = np.random.default_rng(3)
-    values = {name: rng.integers(0, count, n) for name, count in ATTRIBUTES.items()}
+    values = {name: rng.integers(0, count, n) for name, (count, _) in ATTRIBUTES.items()}
     await conn.copy_records_to_table(
         "objects",
         columns=["locator", "scheme", "key", "name", "content_hash", "attributes"],
@@ -121,7 +124,7 @@ async def load(conn, vectors: np.ndarray) -> tuple[int, dict[str, np.ndarray]]:
                 f"/bench/{i}.jpg",
                 f"{i}.jpg",
                 f"md5:{i:032x}",
-                json.dumps({name: int(v[i]) for name, v in values.items()}),
+                json.dumps({name: ATTRIBUTES[name][1].format(v[i]) for name, v in values.items()}),
             )
             for i in range(n)
         ),
@@ -183,7 +186,7 @@ async def run_queries(conn, sql: str, setting: Setting, queries, truth) -> list[
 
 
 async def bench(settings: Settings, n: int) -> None:
-    print(f"{n:,} clustered, normalised 512-d vectors; attributes {ATTRIBUTES} (values: count)")
+    print(f"{n:,} clustered, normalised 512-d vectors; label: 1,000 values, group: 10")
     url = await fresh_database(settings, "bench_filter")
     async with open_database(Settings(database_url=url)) as conn:
         vectors = clustered(n, seed=1)
@@ -194,22 +197,25 @@ async def bench(settings: Settings, n: int) -> None:
         probes = probes + 0.05 * rng.standard_normal(probes.shape).astype(np.float32)
         probes /= np.linalg.norm(probes, axis=1, keepdims=True)
         dim = SPACE.dimension
-        for attribute, count in ATTRIBUTES.items():
+        for attribute, (count, spelling) in ATTRIBUTES.items():
             matching = float(np.mean(values[attribute] == 0))
             print(
                 f"  filter on {attribute} ({count} values, {matching:.2%} of the rows match):",
                 flush=True,
             )
-            queries = [
-                (probe, space_id, K, None, None, json.dumps({attribute: int(rng.integers(count))}))
-                for probe in probes
-            ]
+            queries, condition = [], ""
+            for probe in probes:
+                value = spelling.format(rng.integers(count))
+                condition, bound = where_sql([f"{attribute}={value}"], first_parameter=6)
+                queries.append((probe, space_id, K, None, None, *bound))
             measured = settings_to_measure()
             for round_ in range(ROUNDS):
-                truth = await run_queries(conn, EXACT.format(dim=dim), measured[0], queries, None)
+                exact = EXACT.format(dim=dim, condition=condition)
+                truth = await run_queries(conn, exact, measured[0], queries, None)
                 for setting in measured[1:]:
                     if round_ < setting.rounds:
-                        await run_queries(conn, SEARCH.format(dim=dim), setting, queries, truth)
+                        search = SEARCH.format(dim=dim, condition=condition)
+                        await run_queries(conn, search, setting, queries, truth)
             for setting in measured:
                 recall = f"{np.median(setting.recalls):.3f}" if setting.recalls else "1 (truth)"
                 plans = ", ".join(f"{kind} {count}" for kind, count in setting.plans.most_common())
