@@ -4,7 +4,8 @@
 -- filter, so a selective filter still returns k rows. A filter left at its default is not
 -- applied at all (the planner folds it away), and the ones given are plain column conditions
 -- the planner can estimate: it reads the HNSW index unless so few rows match that scanning
--- just those is cheaper (and exact).
+-- just those is cheaper (and exact). Which plan when, and strict vs relaxed order measured:
+-- sql/README.md.
 --
 --   imgvec psql -v image=IMG001.jpg -v prefix=2026/ -v since=2026-01-01 -f sql/filtered_search.sql
 --   imgvec psql -v image=IMG001.jpg -v attrs='{"class": "cat"}' -f sql/filtered_search.sql

@@ -242,3 +242,44 @@ async def test_compatibility_view_answers_the_classic_query_with_the_index(fresh
         names = [r["image_id"] for r in await conn.fetch(CLASSIC_QUERY, "IMG00042.jpg")]
         assert "IMG00043.jpg" not in names
         assert await conn.fetchval("SELECT count(*) FROM embeddings") == len(ids)
+
+
+VIEW_SHAPE = """
+    SELECT a.attname, col_description(a.attrelid, a.attnum) IS NOT NULL AS commented
+    FROM pg_attribute a WHERE a.attrelid = 'image_embeddings'::regclass AND a.attnum > 0
+    ORDER BY a.attnum
+"""
+SIMILAR_IMAGES = """
+    SELECT p.oid::regprocedure::text AS signature, obj_description(p.oid, 'pg_proc') IS NOT NULL
+    FROM pg_proc p WHERE p.proname = 'similar_images'
+"""
+
+
+async def test_0010_attributes_down_and_up_on_a_default_space(fresh_settings):
+    """0010 adds objects.attributes, the view's column and similar_images' filter; its downgrade
+    gives 0009's view (commented) and function back, on a database with a default space."""
+    async with open_database(fresh_settings) as conn:
+        await set_default_space(conn, await register_space(conn, CLIP))
+        url = fresh_settings.database_url.get_secret_value()
+        at_head = await conn.fetch(VIEW_SHAPE)
+        assert [tuple(r) for r in at_head][-1] == ("attributes", True)
+        assert [tuple(r) for r in await conn.fetch(SIMILAR_IMAGES)] == [
+            ("similar_images(text,integer,integer,jsonb)", True)
+        ]
+        assert await conn.fetchval("SELECT attributes FROM objects LIMIT 0") is None
+
+        await downgrade(url, "0009_plugins_exit_codes")
+        assert [tuple(r) for r in await conn.fetch(VIEW_SHAPE)] == [
+            ("image_id", True),
+            ("content", True),
+            ("embedding", True),
+        ]
+        assert [tuple(r) for r in await conn.fetch(SIMILAR_IMAGES)] == [
+            ("similar_images(text,integer,integer)", True)
+        ]
+        assert "::vector(512)" in await conn.fetchval(
+            "SELECT pg_get_viewdef('image_embeddings'::regclass)"
+        )
+
+        await upgrade(url)
+        assert await conn.fetch(VIEW_SHAPE) == at_head
