@@ -68,19 +68,30 @@ def find_image_column(schema, requested: str | None, file: Path) -> str:
 
 
 def holds_image(kind) -> bool:
+    """A binary column, or a struct with a binary `bytes` field (an `Image()` feature)."""
     pa = load_pyarrow()
     if pa.types.is_struct(kind):
         index = kind.get_field_index("bytes")
-        return index >= 0 and holds_image(kind.field(index).type)
-    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+        return index >= 0 and is_binary(kind.field(index).type)
+    return is_binary(kind)
+
+
+def is_binary(kind) -> bool:
+    types = load_pyarrow().types
+    return bool(
+        types.is_binary(kind)
+        or types.is_large_binary(kind)
+        or types.is_binary_view(kind)
+        or types.is_fixed_size_binary(kind)
+    )
 
 
 def is_scalar(kind) -> bool:
+    """A column whose values are JSON scalars (binary ones are images, not attributes)."""
     pa = load_pyarrow()
     if pa.types.is_dictionary(kind):  # (a categorical column: its values are)
         kind = kind.value_type
-    nested = pa.types.is_nested(kind) or pa.types.is_binary(kind)
-    return not (nested or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind))
+    return not (pa.types.is_nested(kind) or is_binary(kind))
 
 
 class Rows:
