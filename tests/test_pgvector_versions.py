@@ -37,7 +37,7 @@ def pinned(url: str) -> str:
         url,
         "-c",
         "SELECT coalesce(array_to_string(proconfig, ','), '') FROM pg_proc "
-        "WHERE oid = to_regprocedure('similar_images(text, integer, integer)')",
+        "WHERE oid = to_regprocedure('similar_images(text, integer, integer, jsonb)')",
     ).stdout.strip()
 
 
