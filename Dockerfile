@@ -20,7 +20,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY migrations ./migrations
 COPY sql ./sql
-RUN pip install '.[clip,s3,vertex]' && rm -rf /src
+RUN pip install '.[clip,parquet,s3,vertex]' && rm -rf /src
 
 # Checkpoints (CSV parts) on the `work` volume, not in the current directory.
 ENV IMGVEC_WORK_DIR=/work
