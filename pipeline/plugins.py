@@ -92,10 +92,6 @@ def get_backend(name: str, **options: Any) -> EmbeddingBackend:
     return backend_class(name).from_options(**options)
 
 
-def source_schemes() -> list[str]:
-    return list(_registry(SOURCES_GROUP))
-
-
 def source_class(scheme: str) -> type[Source]:
     registry = _registry(SOURCES_GROUP)
     if scheme not in registry:

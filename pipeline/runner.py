@@ -52,7 +52,7 @@ async def embed_work_dir(
             space_id = await register_space(conn, space)
             source = work.describe(manifest)
             async with tracked_run(conn, "embed", source, space_id=space_id) as run:
-                result = EmbedResult(space.name, source, run.run_id, run.counts, backend=backend)
+                result = EmbedResult(space.name, source, run.run_id, run.counts)
                 reader = ObjectReader(s3_endpoint_url=settings.s3_endpoint_url)
                 known = _known_contents(conn, space_id, asyncio.get_running_loop())
                 try:

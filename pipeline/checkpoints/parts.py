@@ -143,7 +143,9 @@ def read_index(work: WorkDir, folder: str) -> PartIndex:
 
 
 class PartWriter:
-    """Publishes parts under the next free number (never overwriting another run's part)."""
+    """Publishes parts under the next free number (never overwriting another run's part), and
+    the space's definition beside them, once, when made: the load visits a space folder that has
+    it even when no part was written (and links listed objects to vectors the database holds)."""
 
     def __init__(
         self, work: WorkDir, folder: str, space: EmbeddingSpace, first_number: int
@@ -153,10 +155,9 @@ class PartWriter:
         self.space = space
         self.number = first_number
         self.published: list[str] = []
+        write_space(work, space)
 
     def write(self, vectors: list[Embedded], failures: list[Failure]) -> str:
-        if not self.published:
-            write_space(self.work, self.space)
         part_frame = pd.DataFrame(
             [
                 (v.locator, v.content_hash or "", self.space.name, vector_text(v.vector))

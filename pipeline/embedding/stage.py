@@ -21,7 +21,6 @@ from pipeline.checkpoints.parts import (
     PartWriter,
     read_index,
     space_folder,
-    write_space,
 )
 from pipeline.core.objects import content_key
 from pipeline.embedding.backends.base import (
@@ -48,7 +47,6 @@ class EmbedResult:
     run_id: int | None = None
     counts: Counter = field(default_factory=Counter)
     parts: list[str] = field(default_factory=list)
-    backend: EmbeddingBackend | None = None
 
     @property
     def exit_code(self) -> int:
@@ -99,10 +97,7 @@ def embed_manifest(
     if options.force:  # re-embed everything; new parts are numbered after the old ones
         index.done.clear()
         index.failed_permanently.clear()
-    writer = PartWriter(work, folder, space, index.next_number)
-    # Always: the load then visits this space and links listed objects to vectors the database
-    # already holds for their bytes, even when nothing new was embedded here.
-    write_space(work, space)
+    writer = PartWriter(work, folder, space, index.next_number)  # (publishes space.json)
     todo = _ToEmbed(work, manifest, index, options, None if options.force else known_contents)
     try:
         _embed_items(todo, backend, reader, writer, options, result.counts)
