@@ -9,7 +9,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 PYTEST_ARGS ?=
 
-.PHONY: test lint soak demo venv clean
+.PHONY: test lint soak demo venv clean chromium
 
 $(PY):
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found: install Python 3.12 (e.g. apt-get install python3.12 python3.12-venv)"; exit 1; }
@@ -18,13 +18,26 @@ $(PY):
 
 # Reinstall only when pyproject.toml changes. Tests need every extra (clip pulls torch: large).
 $(VENV)/.installed-all: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[clip,vertex,s3,parquet,dev]'
+	$(PY) -m pip install --quiet -e '.[clip,vertex,s3,parquet,serve,dev]'
 	touch $@
 
 venv: $(VENV)/.installed-all
 
-test: lint
+test: lint chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The gallery's browser tests (tests/test_gallery_browser.py) drive Debian's Chromium through
+# Playwright. Installed here when missing and we are root; otherwise those tests skip, saying how.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "no $(CHROMIUM): the browser tests will skip (as root: apt-get install chromium)"; \
+	  fi; \
+	fi
 
 # Style and types are part of the test: ruff's lint rules and its formatter (line length 100), and
 # mypy over pipeline/ (settings in pyproject.toml).

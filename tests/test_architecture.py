@@ -92,6 +92,20 @@ def test_stages_and_layers_import_only_what_they_may():
     assert broken_rules() == []
 
 
+def test_only_the_command_line_imports_the_service():
+    """`pipeline/service/` (the API and the gallery) sits on top of everything: no stage, no search
+    code and no database module may depend on it, so each still runs without FastAPI installed."""
+    known = modules()
+    users = [
+        f"{module} imports {name}"
+        for module, path in known.items()
+        if not within(module, "pipeline.service") and not within(module, "pipeline.cli")
+        for name in imported(path, module)
+        if within(name, "pipeline.service")
+    ]
+    assert users == []
+
+
 def test_the_rules_catch_a_stage_importing_another(tmp_path, monkeypatch):
     # The check itself can fail: a copy of a stage module that imports another stage is caught.
     stage = PACKAGE / "embedding" / "stage.py"
