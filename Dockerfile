@@ -1,5 +1,5 @@
 # The imgvec image: `docker compose build` once, then every `docker compose run --rm imgvec …`
-# starts at once (nothing is installed at run time). CPU-only torch, every extra (clip, vertex, s3),
+# starts at once (nothing is installed at run time). CPU-only torch, every extra (clip, vertex, s3, parquet, serve),
 # and the PostgreSQL client for `imgvec psql`.
 FROM python:3.12-slim
 
@@ -20,7 +20,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY migrations ./migrations
 COPY sql ./sql
-RUN pip install '.[clip,parquet,s3,vertex]' && rm -rf /src
+RUN pip install '.[clip,parquet,s3,serve,vertex]' && rm -rf /src
 
 # Checkpoints (CSV parts) on the `work` volume, not in the current directory.
 ENV IMGVEC_WORK_DIR=/work

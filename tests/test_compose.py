@@ -73,6 +73,19 @@ def test_compose_file_as_written():
     assert _imgvec_service(doc)["build"] == "."
 
 
+def test_serve_service_needs_a_token_and_publishes_on_loopback_only():
+    doc = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    serve = doc["services"]["imgvec-serve"]
+    assert serve["image"] == _imgvec_service(doc)["image"]  # the image `imgvec` builds
+    assert serve["command"][0] == "serve" and "0.0.0.0" in serve["command"]
+    # Listening on every interface in the container: `imgvec serve` then requires a token.
+    assert serve["environment"]["IMGVEC_API_TOKEN"] == "${IMGVEC_API_TOKEN:-}"
+    assert (
+        serve["environment"]["DATABASE_URL"] == _imgvec_service(doc)["environment"]["DATABASE_URL"]
+    )
+    assert all(str(port).startswith("127.0.0.1:") for port in serve["ports"])
+
+
 def test_compose_config_renders_with_a_hostile_password(tmp_path):
     command = compose_command()
     if command is None:
