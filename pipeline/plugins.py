@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from pipeline.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
+    from pipeline.core.space import EmbeddingSpace
     from pipeline.embedding.backends.base import EmbeddingBackend
     from pipeline.sources.base import Source
 
@@ -90,6 +91,19 @@ def backend_class(name: str) -> type[EmbeddingBackend]:
 def get_backend(name: str, **options: Any) -> EmbeddingBackend:
     """A backend by name, built from its options (checked by its Options model)."""
     return backend_class(name).from_options(**options)
+
+
+def backend_for_space(space: EmbeddingSpace) -> EmbeddingBackend:
+    """A backend for a space found in the database, loading nothing: it embeds texts and images
+    in that space, or (weights it cannot find again, a backend not installed here) says, when
+    asked to, which flags select the space."""
+    try:
+        cls = backend_class(space.backend)
+    except ConfigError as err:
+        from pipeline.embedding.backends.unavailable import UnavailableBackend
+
+        return UnavailableBackend(space, str(err), f"--backend {space.backend}")
+    return cls.for_space(space)
 
 
 def source_class(scheme: str) -> type[Source]:

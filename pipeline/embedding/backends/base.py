@@ -84,6 +84,16 @@ class EmbeddingBackend(abc.ABC):
         """The command-line flags that select `space` (those left at their default omitted)."""
 
     @classmethod
+    def for_space(cls, space: EmbeddingSpace) -> EmbeddingBackend:
+        """A backend for a space found in the database (the server serves every space), built
+        without loading anything. By default one that cannot embed: a backend that can find its
+        weights again from the space's name overrides this."""
+        from pipeline.embedding.backends.unavailable import UnavailableBackend
+
+        reason = f"backend {cls.name} cannot be rebuilt from the space's name"
+        return UnavailableBackend(space, reason, cls.options_for_space(space))
+
+    @classmethod
     def models(cls, all_models: bool = False) -> list[tuple[str, str, str]]:
         """(model, dimension, weights) rows for `imgvec models`; `all_models` adds those a
         user cannot use as they are (e.g. architectures without published weights)."""

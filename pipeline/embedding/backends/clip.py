@@ -75,6 +75,27 @@ class ClipBackend(EmbeddingBackend):
         return f"{model}--pretrained {weights}"
 
     @classmethod
+    def for_space(cls, space: EmbeddingSpace) -> EmbeddingBackend:
+        """Random weights (`none-seedN`) and open_clip tags are found again from the name; a
+        checkpoint file (`file-<sha>`) is not: its path must be given."""
+        weights = space.weights
+        options: dict[str, Any] = {"model": space.model, "pretrained": weights}
+        if weights.startswith("none-seed") and weights.removeprefix("none-seed").isdigit():
+            options.update(pretrained="none", seed=int(weights.removeprefix("none-seed")))
+        reason = "its weights are a checkpoint file, known here only by its SHA-256"
+        if not weights.startswith("file-"):
+            try:
+                backend = cls.from_options(**options)
+                if backend.space == space:
+                    return backend
+                reason = f"the weights {weights} make another space ({backend.space.name})"
+            except ConfigError as err:
+                reason = str(err)
+        from pipeline.embedding.backends.unavailable import UnavailableBackend
+
+        return UnavailableBackend(space, reason, cls.options_for_space(space))
+
+    @classmethod
     def models(cls, all_models: bool = False) -> list[tuple[str, str, str]]:
         rows = []
         weights = clip_models.pretrained_tags()

@@ -170,6 +170,18 @@ class VertexBackend(EmbeddingBackend):
         return f"--backend {cls.name} --dimension {space.dimension}"
 
     @classmethod
+    def for_space(cls, space: EmbeddingSpace) -> EmbeddingBackend:
+        """The dimension comes from the space; the project and credentials from the environment
+        (GOOGLE_CLOUD_PROJECT, Application Default Credentials), as for `--backend vertex`."""
+        from pipeline.embedding.backends.unavailable import UnavailableBackend
+
+        try:
+            backend = cls.from_options(dimension=space.dimension)
+        except ConfigError as err:
+            return UnavailableBackend(space, str(err), cls.options_for_space(space))
+        return backend if backend.space == space else super().for_space(space)
+
+    @classmethod
     def models(cls, all_models: bool = False) -> list[tuple[str, str, str]]:
         return [(MODEL, "|".join(map(str, DIMENSIONS)), "(the service's)")]
 
