@@ -81,6 +81,7 @@ from pipeline.cli.load_cmd import index_command, load_command  # noqa: E402
 from pipeline.cli.models_cmd import models_command  # noqa: E402
 from pipeline.cli.run_cmd import run_command  # noqa: E402
 from pipeline.cli.search_cmd import search_command, text_embed_command  # noqa: E402
+from pipeline.cli.serve_cmd import serve_command  # noqa: E402
 
 # The commands that embed take the installed backends' flags (pipeline/cli/backend_options.py).
 app.command("list")(list_command)
@@ -90,6 +91,7 @@ app.command("index")(index_command)
 app.command("run", cls=BackendOptionsCommand)(run_command)
 app.command("search", cls=BackendOptionsCommand)(search_command)
 app.command("text-embed", cls=BackendOptionsCommand)(text_embed_command)
+app.command("serve", cls=BackendOptionsCommand)(serve_command)
 app.command("models")(models_command)
 app.add_typer(_db.db_app, name="db")
 app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(

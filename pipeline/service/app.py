@@ -1,0 +1,54 @@
+"""The app: the API routers under /api/, the page's static files, the pool opened by the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from pipeline import __version__
+from pipeline.service import catalog_api, images_api, problems, search_api
+from pipeline.service.config import ServiceConfig
+from pipeline.service.security import TokenMiddleware
+from pipeline.service.state import ServiceState
+from pipeline.service.uploads import ENVELOPE_BYTES
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.service = await ServiceState.open(config)
+        try:
+            yield
+        finally:
+            await app.state.service.close()
+
+    app = FastAPI(
+        title="imgvec",
+        version=__version__,
+        summary="Search the images imgvec loaded: by text, by image, by example; thumbnails, "
+        "originals, diverse samples, embeddings.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        # The whole body of any request, uploads with their multipart envelope included.
+        max_body_size=config.max_upload_bytes + ENVELOPE_BYTES,
+    )
+    problems.install(app)
+    for module in (search_api, images_api, catalog_api):
+        app.include_router(module.router)
+    if config.token:
+        app.add_middleware(TokenMiddleware, token=config.token)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    return app

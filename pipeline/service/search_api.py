@@ -1,0 +1,111 @@
+"""`GET /api/search` (a text, listed images, or both) and `POST /api/search` (an uploaded image)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+
+from pipeline.service.problems import Problem
+from pipeline.service.results import answer
+from pipeline.service.state import ServiceState, service_state
+from pipeline.service.uploads import ListedOnlyReader, read_upload
+
+router = APIRouter(prefix="/api", tags=["search"])
+
+MAX_K = 1000
+State = Annotated[ServiceState, Depends(service_state)]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="How many images.")]
+MinScore = Annotated[
+    float | None, Query(ge=0.0, le=1.0, description="Leave out matches scoring below this.")
+]
+Repeated = Annotated[list[str] | None, Query()]
+
+
+@router.get("/search")
+async def search_images(
+    state: State,
+    text: str | None = None,
+    image: Annotated[
+        list[str] | None,
+        Query(description="A listed image: its object id, name or locator. Repeatable."),
+    ] = None,
+    k: K = 10,
+    min_score: MinScore = None,
+    space: str | None = None,
+    prefix: Annotated[str | None, Query(description="Names starting with this.")] = None,
+    content_type: Annotated[
+        str | None, Query(description="A content type, or a prefix such as image/*.")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="Updated at or after this.")] = None,
+    where: Annotated[
+        list[str] | None, Query(description="A condition as imgvec search --where. Repeatable.")
+    ] = None,
+    source: Annotated[str | None, Query(description="One listed source only.")] = None,
+) -> dict[str, Any]:
+    """The images nearest to a text, to listed images (their vectors combined), or both."""
+    images = [i for i in image or [] if i]
+    if not text and not images:
+        raise Problem(400, "give a text, an image (image=, repeatable) or both")
+    object_ids = [int(i) for i in images if i.isdigit()]
+    names = [i for i in images if not i.isdigit()]
+    filters = {"prefix": prefix, "content_type": content_type, "since": since, "where": where}
+    async with state.pool.acquire() as conn:
+        chosen = await state.space(conn, space)
+        await check_listed(conn, names)
+        matches = await _search(
+            conn,
+            state,
+            chosen,
+            text=text,
+            images=names or None,
+            object_ids=object_ids or None,
+            k=k,
+            min_score=min_score,
+            source=source,
+            **filters,
+        )
+    query = {"text": text, "image": images, "k": k, "min_score": min_score, "source": source}
+    return answer(chosen.name, query | filters, matches)
+
+
+@router.post("/search")
+async def search_by_upload(
+    state: State,
+    file: Annotated[UploadFile, File(description="An image to search by.")],
+    text: Annotated[str | None, Form()] = None,
+    k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+    min_score: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
+    space: Annotated[str | None, Form()] = None,
+    where: Annotated[list[str] | None, Form()] = None,
+) -> dict[str, Any]:
+    """The images nearest to an uploaded image (and a text, if given: hybrid)."""
+    data = await read_upload(file, state.config.max_upload_bytes)
+    async with state.pool.acquire() as conn:
+        chosen = await state.space(conn, space)
+        matches = await _search(
+            conn, state, chosen, text=text, upload=data, k=k, min_score=min_score, where=where
+        )
+    query = {"text": text, "file": file.filename, "k": k, "min_score": min_score, "where": where}
+    return answer(chosen.name, query, matches)
+
+
+async def _search(conn, state: ServiceState, space, **query):
+    from pipeline.search import search
+
+    return await search(conn, state.backend(space), reader=ListedOnlyReader(), **query)
+
+
+async def check_listed(conn, names: list[str]) -> None:
+    """Each name is a listed object's name or locator: checked before search sees it, which
+    would otherwise take a path or a URI for a file to embed (as the CLI does). The answer never
+    depends on what exists on the server's disk."""
+    for name in names:
+        listed = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE locator = $1 OR name = $1)", name
+        )
+        if not listed:
+            raise Problem(
+                404, f"{name!r} is not a listed image: give an object id, a listed name or locator"
+            )

@@ -1,0 +1,125 @@
+"""What the app holds while it runs: the connection pool, and one backend per space.
+
+A backend is cheap to build (`backend_for_space` loads nothing); its model loads on the first
+request that needs a new vector (a text, an upload, /api/embeddings), once (the backend's own
+lock), in a worker thread: the event loop never waits for torch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+from fastapi import Request
+
+from pipeline.core.space import EmbeddingSpace
+from pipeline.embedding.backends.base import EmbeddingBackend
+from pipeline.embedding.readers import ObjectReader
+from pipeline.service.config import ServiceConfig
+from pipeline.service.problems import Problem
+from pipeline.workdir import WorkDir
+
+POOL_SIZE = 16  # bench_serve's 16 concurrent clients each get a connection
+WORK_DIRS_TTL = 30.0  # seconds: a load adding a work dir shows within this
+# A part's location, e.g. /work/embeddings/<space slug>/part-00017.csv: its work dir is the rest.
+_PART_SUFFIX = r"/embeddings/[^/]+/part-[0-9]+[.][a-z]+$"
+
+
+@dataclass
+class ServiceState:
+    config: ServiceConfig
+    pool: asyncpg.Pool
+    #: the database role may not write imgvec's tables (`imgvec db grant-reader`)
+    read_only: bool
+    pgvector: str | None
+    _backends: dict[str, EmbeddingBackend] = field(default_factory=dict)
+    _backends_lock: threading.Lock = field(default_factory=threading.Lock)
+    _work_dirs: tuple[float, list[WorkDir]] | None = None
+    _reader: ObjectReader | None = None
+
+    @classmethod
+    async def open(cls, config: ServiceConfig) -> ServiceState:
+        """Check the database as every command does (server, pgvector, schema), then pool it."""
+        from pipeline.db import open_database, pgvector_of, resolve_url
+
+        async with open_database(config.settings) as conn:
+            pgvector = (await pgvector_of(conn)).installed
+            read_only = not await conn.fetchval(
+                "SELECT has_table_privilege('objects', 'INSERT')"
+                " AND has_table_privilege('runs', 'INSERT')"
+            )
+        url = await resolve_url(config.settings)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, init=_register_vector)
+        return cls(config, pool, read_only, pgvector)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def space(self, conn, name: str | None) -> EmbeddingSpace:
+        """The space a request names, or the server's default: the one the serve flags chose,
+        else the database's default space. An unknown name is a 404 naming the spaces there are."""
+        if name is None and self.config.default_backend is not None:
+            return self.config.default_backend.space
+        from pipeline.search.spaces import list_spaces, load_space
+
+        if name is None:
+            spaces = await list_spaces(conn)
+            default = next((s for s in spaces if s.default), None)
+            if default is None:
+                raise Problem(404, "no space is loaded yet: `imgvec run SOURCE` loads one")
+            name = default.name
+        found = await load_space(conn, name)
+        if found is None:
+            names = [s.name for s in await list_spaces(conn)]
+            known = ", ".join(names) if names else "none is loaded yet"
+            raise Problem(404, f"no space named {name!r} (spaces: {known})")
+        return found[1]
+
+    def backend(self, space: EmbeddingSpace) -> EmbeddingBackend:
+        """The backend of a space, built once; its model loads when it first embeds."""
+        from pipeline.plugins import backend_for_space
+
+        default = self.config.default_backend
+        if default is not None and default.space == space:
+            return default
+        with self._backends_lock:
+            if space.name not in self._backends:
+                self._backends[space.name] = backend_for_space(space)
+            return self._backends[space.name]
+
+    def reader(self) -> ObjectReader:
+        """Reads originals by their listed locators (thread-safe: one client per thread)."""
+        if self._reader is None:
+            self._reader = ObjectReader(s3_endpoint_url=self.config.settings.s3_endpoint_url)
+        return self._reader
+
+    def thumbnail_cache(self) -> WorkDir:
+        """Where thumbnails made on demand are kept: the configured work dir."""
+        return WorkDir(self.config.work_dir)
+
+    async def work_dirs(self, conn) -> list[WorkDir]:
+        """Where thumbnails may already be: the configured work dir, then every work dir a
+        loaded part came from (re-read every WORK_DIRS_TTL seconds)."""
+        now = time.monotonic()
+        if self._work_dirs is not None and now - self._work_dirs[0] < WORK_DIRS_TTL:
+            return self._work_dirs[1]
+        rows = await conn.fetch(
+            "SELECT DISTINCT regexp_replace(part, $1, '') AS work_dir FROM loaded_parts",
+            _PART_SUFFIX,
+        )
+        specs = dict.fromkeys([self.config.work_dir, *sorted(r["work_dir"] for r in rows)])
+        found = [WorkDir(spec) for spec in specs]
+        self._work_dirs = (now, found)
+        return found
+
+
+async def _register_vector(conn: asyncpg.Connection) -> None:
+    from pgvector.asyncpg import register_vector
+
+    await register_vector(conn)
+
+
+def service_state(request: Request) -> ServiceState:
+    """The state of the app serving `request` (a FastAPI dependency)."""
+    return request.app.state.service
