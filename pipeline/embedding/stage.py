@@ -3,7 +3,8 @@ of the database: what it needs from it — which bytes already have a vector in 
 function passed in (`pipeline.runner` wires it), so the stage runs and is tested on its own.
 
 Reader threads fetch and decode images (and run the model's preprocessing) while the backend
-embeds, so the model never waits on I/O; results are grouped into parts as they arrive.
+embeds, so the model never waits on I/O; results are grouped into parts as they arrive. From the
+image a reader decoded, it also writes the content's thumbnail (`pipeline.embedding.thumbnails`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pipeline.embedding.backends.base import (
 )
 from pipeline.embedding.images import BadImage
 from pipeline.embedding.readers import ObjectReader
+from pipeline.embedding.thumbnails import ThumbnailWriter
 from pipeline.errors import EXIT_FINISHED_WITH_FAILURES
 from pipeline.progress import Progress
 from pipeline.workdir import WorkDir
@@ -78,6 +80,7 @@ class EmbedOptions:
     retry_failed: bool = False  # try again what failed for good before
     part_size: int = 256  # images per part: the unit a crash can lose
     read_workers: int = 8  # threads reading and decoding images
+    thumbnails: bool = True  # write a thumbnail per newly embedded content into the work dir
 
 
 def embed_manifest(
@@ -99,8 +102,9 @@ def embed_manifest(
         index.failed_permanently.clear()
     writer = PartWriter(work, folder, space, index.next_number)  # (publishes space.json)
     todo = _ToEmbed(work, manifest, index, options, None if options.force else known_contents)
+    thumbnails = ThumbnailWriter(work) if options.thumbnails else None
     try:
-        _embed_items(todo, backend, reader, writer, options, result.counts)
+        _embed_items(todo, backend, reader, writer, thumbnails, options, result.counts)
     finally:
         result.parts = writer.published
 
@@ -162,6 +166,7 @@ def _embed_items(
     backend: EmbeddingBackend,
     reader: ObjectReader,
     writer: PartWriter,
+    thumbnails: ThumbnailWriter | None,
     options: EmbedOptions,
     counts: Counter,
 ) -> None:
@@ -176,6 +181,8 @@ def _embed_items(
     progress = Progress("embed", "images", total=total)
 
     def load(item: ImageItem) -> ImageItem:
+        if thumbnails is not None:  # (one per content key: `todo` yields each key once)
+            item.on_image = thumbnails.for_key(content_key(item.locator, item.content_hash))
         try:
             item.source = backend.load_source(item, reader)
         except BadImage as err:

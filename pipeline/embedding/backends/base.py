@@ -37,6 +37,10 @@ class ImageItem:
     content_hash: str | None = None
     size: int | None = None  # as listed: an object over the cap fails before it is fetched
     content_type: str | None = None  # as listed (a backend may take some types as they are)
+    #: called with the decoded RGB image in the reader thread, if the object is decoded there
+    #: (the embed stage makes its thumbnail from it); a backend that sends the object unread
+    #: (Vertex AI's gcsUri) does not call it
+    on_image: Callable[[Any], None] | None = None
 
 
 Result = np.ndarray | ItemFailure
@@ -133,12 +137,15 @@ class EmbeddingBackend(abc.ABC):
         """The input for a listed object, made in a reader thread: its bytes read (within the
         size cap), checked by imgvec's decode policy and made into `input_kind`. Raises BadImage
         or ItemFailure for an object that must not reach the model."""
-        return self.source_from_bytes(reader.read(item.locator, size=item.size))
+        data = reader.read(item.locator, size=item.size)
+        return self.source_from_bytes(data, on_image=item.on_image)
 
-    def source_from_bytes(self, data: bytes) -> Any:
+    def source_from_bytes(self, data: bytes, on_image: Callable[[Any], None] | None = None) -> Any:
         from pipeline.embedding.images import decode_image  # Pillow: only once images are read
 
         image = decode_image(data)
+        if on_image is not None:
+            on_image(image)
         return self.prepare(image) if self.input_kind == "image" else data
 
     def source_from_image(self, image) -> Any:

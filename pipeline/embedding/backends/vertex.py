@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import threading
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -203,14 +204,21 @@ class VertexBackend(EmbeddingBackend):
                 return as_uri
         data = reader.read(item.locator, size=item.size)
         decoded = decode(data)
+        if item.on_image is not None:
+            item.on_image(decoded.image)
         if item.locator.startswith("gs://") and takes_as_stored(item, decoded, data):
             return VertexImage(MIME_TYPES[str(decoded.format)], gcs_uri=item.locator)
         return request_image(decoded, data)
 
-    def source_from_bytes(self, data: bytes) -> VertexImage:
+    def source_from_bytes(
+        self, data: bytes, on_image: Callable[[Any], None] | None = None
+    ) -> VertexImage:
         """What to send for an image's bytes (a query image): checked, and sent as the CLIP
         backend would see them."""
-        return request_image(decode(data), data)
+        decoded = decode(data)
+        if on_image is not None:
+            on_image(decoded.image)
+        return request_image(decoded, data)
 
     def source_from_image(self, image) -> VertexImage:
         """What to send for a PIL image (the notebook API)."""
