@@ -263,11 +263,11 @@ async def test_search_and_the_analyst_functions_work_under_the_reader_role(
         assert await conn.fetchval("SELECT current_user") == reader
         assert not await conn.fetchval("SELECT has_table_privilege('embedding_spaces', 'INSERT')")
         assert len(await search(conn, clip, text="red car", k=3)) == 3
-        by_name = await search(conn, clip, image="img03.png", k=3)
+        by_name = await search(conn, clip, images=["img03.png"], k=3)
         assert len(by_name) == 3 and "img03.png" not in [m.name for m in by_name]
         one_source = await search(conn, clip, text="red car", source=str(tmp_path / "images"))
         assert len(one_source) == len(images)
-        by_file = await search(conn, clip, image=str(outside), k=1)
+        by_file = await search(conn, clip, images=[str(outside)], k=1)
         assert by_file[0].name == "img03.png"
         empty = await search(conn, never_registered, text="red car")
         assert not empty and empty.why_empty.startswith(

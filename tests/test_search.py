@@ -80,7 +80,7 @@ async def test_text_query_saved_then_used_from_sql(loaded, clip):
 
 async def test_image_and_hybrid_search(loaded, clip, tmp_path):
     async with open_database(loaded) as conn:
-        by_name = await search(conn, clip, image="img03.png", k=5)
+        by_name = await search(conn, clip, images=["img03.png"], k=5)
         assert "img03.png" not in [m.name for m in by_name] and len(by_name) == 5
         stored = await conn.fetchval(
             "SELECT e.embedding FROM embeddings e JOIN objects o USING (object_id) WHERE o.name = 'img03.png'"
@@ -89,7 +89,7 @@ async def test_image_and_hybrid_search(loaded, clip, tmp_path):
 
         outside = tmp_path / "query.png"  # a file that was never listed: embedded on the spot
         outside.write_bytes(encode(photo(3), "PNG"))
-        by_file = await search(conn, clip, image=str(outside), k=1)
+        by_file = await search(conn, clip, images=[str(outside)], k=1)
         assert by_file[0].name == "img03.png" and by_file[0].score > 0.999
 
 
@@ -103,12 +103,12 @@ async def test_hybrid_ranks_by_the_mean_of_the_text_and_image_vectors(loaded, cl
         expected = [
             n for n in await brute_force(conn, mean / np.linalg.norm(mean)) if n != "img03.png"
         ]
-        by_image = [m.name for m in await search(conn, clip, image="img03.png", k=19)]
+        by_image = [m.name for m in await search(conn, clip, images=["img03.png"], k=19)]
         assert expected != by_image  # (else the test could not tell hybrid from image search)
-        hybrid = await search(conn, clip, text="a photo", image="img03.png", k=19)
+        hybrid = await search(conn, clip, text="a photo", images=["img03.png"], k=19)
         assert [m.name for m in hybrid] == expected
         cut = hybrid[8].score
-        above = await search(conn, clip, text="a photo", image="img03.png", k=19, min_score=cut)
+        above = await search(conn, clip, text="a photo", images=["img03.png"], k=19, min_score=cut)
         assert [m.name for m in above] == expected[:9] and all(m.score >= cut for m in above)
 
 
@@ -124,7 +124,10 @@ def test_cli_search_json(loaded):
         env={"DATABASE_URL": loaded.database_url.get_secret_value()},
     )
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert len(rows) == 3 and set(rows[0]) == {"locator", "name", "distance", "score"}
+    assert len(rows) == 3 and set(rows[0]) == {
+        "object_id", "locator", "name", "distance", "score", "content_hash", "attributes",
+        "content_type",
+    }  # fmt: skip
     assert [r["distance"] for r in rows] == sorted(r["distance"] for r in rows)
 
 

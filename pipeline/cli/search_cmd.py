@@ -3,6 +3,7 @@
 import asyncio
 import json
 import sys
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -14,8 +15,11 @@ def search_command(
     ctx: typer.Context,
     text: Annotated[str | None, typer.Argument(help='Words to search for, e.g. "red car".')] = None,
     image: Annotated[
-        str | None,
-        typer.Option(help="An image to search by: a listed name or full locator, or a file."),
+        list[str] | None,
+        typer.Option(
+            help="An image to search by: a listed name or full locator, or a file. Repeatable: "
+            "the images' vectors are combined, and the listed ones left out of the answer."
+        ),
     ] = None,
     k: Annotated[int, typer.Option(min=1, help="How many images.")] = 10,
     min_score: Annotated[
@@ -37,6 +41,13 @@ def search_command(
             "content_type, updated_at. Repeatable: all must hold."
         ),
     ] = None,
+    prefix: Annotated[str | None, typer.Option(help="Keep images whose name starts so.")] = None,
+    content_type: Annotated[
+        str | None, typer.Option(help="Keep images of this type, e.g. image/png, or image/*.")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Keep images updated at or after (UTC unless said).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """The images nearest to a text, an image, or both (hybrid), with distance and a 0-1 score.
@@ -50,9 +61,9 @@ def search_command(
         )
     from pipeline.db import open_database
     from pipeline.search import search
-    from pipeline.search.where import where_sql
+    from pipeline.search.filters import Filters
 
-    where_sql(where or [], first_parameter=1)  # an unreadable --where loads no model either
+    Filters(where or []).sql(first_parameter=1)  # an unreadable --where loads no model either
     model = backend_from_context(ctx)
 
     async def run():
@@ -61,11 +72,14 @@ def search_command(
                 conn,
                 model,
                 text=text,
-                image=image,
+                images=image,
                 k=k,
                 min_score=min_score,
                 source=source,
                 where=where,
+                prefix=prefix,
+                content_type=content_type,
+                since=since,
             )
 
     matches = asyncio.run(run())

@@ -5,13 +5,24 @@ Scores: for L2-normalised vectors the L2 distance d lies in [0, 2] and cosine si
 Rank first, then read scores: what a "good" score is differs from model to model.
 
 Searching only reads: it works under the read-only role `imgvec db grant-reader` creates. The
-modules: `query` (the nearest images), `query_image` (which listed image a query names, or why
-none), `empty` (why an answer is empty), `answers` (what a search returns), `texts` (saving text
-queries: the one writer here, for `imgvec text-embed`).
+modules: `query` (the nearest images to a text, images or an upload), `similar` (to a listed
+object's stored vector), `nearest` (the SQL both run), `filters` (--where and the plain
+filters), `query_image` (which listed image a query names, or why none), `empty` (why an answer
+is empty), `answers` (what a search returns), `diverse` (a sample spread over a space's
+clusters), `texts` (saving text queries: the one writer here, for `imgvec text-embed`).
 """
 
-from pipeline.search.answers import Match, Matches, QueryError
+from pipeline.search.answers import Match, Matches, NotFound, QueryError
 from pipeline.search.query import search
+from pipeline.search.similar import similar_to
 from pipeline.search.texts import save_text_queries
 
-__all__ = ["Match", "Matches", "QueryError", "save_text_queries", "search"]
+__all__ = [
+    "Match",
+    "Matches",
+    "NotFound",
+    "QueryError",
+    "save_text_queries",
+    "search",
+    "similar_to",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from pipeline.errors import ConfigError
 
@@ -14,12 +14,20 @@ class QueryError(ConfigError):
     exit_code = 2
 
 
+class NotFound(QueryError):
+    """The query names an object id that does not exist (the API answers 404)."""
+
+
 @dataclass
 class Match:
+    object_id: int
     locator: str
     name: str
     distance: float
     score: float
+    content_hash: str | None = None
+    attributes: dict = field(default_factory=dict)
+    content_type: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

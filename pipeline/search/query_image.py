@@ -9,17 +9,17 @@ from pathlib import Path
 
 from pipeline.core.space import EmbeddingSpace
 from pipeline.plugins import reads_locator
-from pipeline.search.answers import QueryError
+from pipeline.search.answers import NotFound, QueryError
 
 
 async def listed_query_image(
     conn, image: str, space: EmbeddingSpace, space_id: int | None, source_id: int | None
 ):
-    """(locator, vector) of a listed query image; None when it is not listed but is a file or a
-    URI to embed on the spot. Anything else is a QueryError that says why and what to do."""
+    """(object id, vector) of a listed query image; None when it is not listed but is a file or
+    a URI to embed on the spot. Anything else is a QueryError that says why and what to do."""
     rows = await conn.fetch(
         """
-        SELECT o.locator, o.deleted_at, s.root, e.embedding
+        SELECT o.object_id, o.locator, o.deleted_at, s.root, e.embedding
         FROM objects o
         LEFT JOIN sources s ON s.source_id = o.source_id
         LEFT JOIN embeddings e ON e.object_id = o.object_id AND e.space_id = $2
@@ -38,17 +38,40 @@ async def listed_query_image(
         if _is_file_or_uri(image):
             return None
         if rows:
-            gone = max(r["deleted_at"] for r in rows)
-            raise QueryError(
-                f"{image!r} was deleted from its source on {gone:%Y-%m-%d %H:%M} UTC",
-                hint="its vectors are kept, but it is no longer searched; "
-                "give a file to search by it",
-            )
+            raise _deleted(image, max(r["deleted_at"] for r in rows))
         raise await _never_listed(conn, image, source_id)
     [row] = live
     if row["embedding"] is not None:
-        return row["locator"], row["embedding"].to_numpy()
+        return row["object_id"], row["embedding"].to_numpy()
     raise await _not_in_space(conn, image, row["locator"], space, space_id)
+
+
+async def stored_vector(conn, object_id: int, space: EmbeddingSpace, space_id: int | None):
+    """The vector a listed object has in the space: NotFound for an id no object has, a
+    QueryError for a deleted object or one without a vector there."""
+    row = await conn.fetchrow(
+        """
+        SELECT o.name, o.locator, o.deleted_at, e.embedding FROM objects o
+        LEFT JOIN embeddings e ON e.object_id = o.object_id AND e.space_id = $2
+        WHERE o.object_id = $1
+        """,
+        object_id,
+        space_id,
+    )
+    if row is None:
+        raise NotFound(f"no object has the id {object_id}")
+    if row["deleted_at"] is not None:
+        raise _deleted(row["name"], row["deleted_at"])
+    if row["embedding"] is None:
+        raise await _not_in_space(conn, row["name"], row["locator"], space, space_id)
+    return row["embedding"].to_numpy()
+
+
+def _deleted(image: str, gone) -> QueryError:
+    return QueryError(
+        f"{image!r} was deleted from its source on {gone:%Y-%m-%d %H:%M} UTC",
+        hint="its vectors are kept, but it is no longer searched; give a file to search by it",
+    )
 
 
 def _is_file_or_uri(image: str) -> bool:

@@ -37,8 +37,8 @@ class UnavailableBackend(EmbeddingBackend):
             hint=f"start `imgvec serve` with {self._options} to search it by text or upload",
         )
 
-    def source_from_bytes(self, data: bytes) -> Any:
-        raise self.error()
+    def source_from_bytes(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        raise self.error()  # (before the bytes are decoded: nothing here can use them)
 
     def embed_image_batch(self, items: list[ImageItem]) -> list[Result]:
         raise self.error()
