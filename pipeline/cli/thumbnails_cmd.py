@@ -30,7 +30,7 @@ def thumbnails_command(
 
     Originals that cannot be read or are not images are counted and named, not fatal.
 
-    Example: imgvec thumbnails --work-dir gs://my-bucket/imgvec-work --pretrained none
+    Example: imgvec thumbnails --work-dir gs://bucket/imgvec-work --backend vertex --dimension 512
     """
     from pipeline import interrupt
     from pipeline.embedding.readers import ObjectReader
