@@ -74,6 +74,7 @@ class LazySettings:
 
 from pipeline.cli import db as _db  # noqa: E402
 from pipeline.cli.backend_options import BackendOptionsCommand  # noqa: E402
+from pipeline.cli.diverse_cmd import diverse_command  # noqa: E402
 from pipeline.cli.embed_cmd import embed_command  # noqa: E402
 from pipeline.cli.help import plain_help  # noqa: E402
 from pipeline.cli.list_cmd import list_command  # noqa: E402
@@ -92,6 +93,7 @@ app.command("index")(index_command)
 app.command("run", cls=BackendOptionsCommand)(run_command)
 app.command("search", cls=BackendOptionsCommand)(search_command)
 app.command("text-embed", cls=BackendOptionsCommand)(text_embed_command)
+app.command("diverse", cls=BackendOptionsCommand)(diverse_command)
 app.command("serve", cls=BackendOptionsCommand)(serve_command)
 app.command("thumbnails", cls=BackendOptionsCommand)(thumbnails_command)
 app.command("models")(models_command)

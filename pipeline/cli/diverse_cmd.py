@@ -1,0 +1,62 @@
+"""`imgvec diverse`: a sample spread over a space (k-means), or a random one."""
+
+import asyncio
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.backend_options import backend_from_context
+
+
+def diverse_command(
+    ctx: typer.Context,
+    n: Annotated[int, typer.Option(min=1, help="How many images.")] = 20,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="kmeans: the image nearest each of n clusters' centres; random: n at random."
+        ),
+    ] = "kmeans",
+    prefix: Annotated[str | None, typer.Option(help="Only images whose name starts so.")] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(help="Only images meeting a condition, as for `imgvec search`. Repeatable."),
+    ] = None,
+    sample: Annotated[
+        int, typer.Option(min=1, help="Vectors clustered, drawn at random from bigger spaces.")
+    ] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and the clustering.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """n images spread over a space: one per cluster of its vectors, with the cluster's size.
+
+    The backend options select the space (no model is loaded).
+    Example: imgvec diverse --n 12 --pretrained none
+    """
+    if method not in ("kmeans", "random"):
+        raise typer.BadParameter("kmeans or random", ctx=ctx, param_hint="--method")
+    from pipeline.db import open_database
+    from pipeline.search.diverse import diverse
+    from pipeline.search.filters import Filters
+
+    Filters(where or []).sql(first_parameter=1)  # an unreadable --where: refused first
+    space = backend_from_context(ctx).space
+
+    async def run():
+        async with open_database(ctx.obj) as conn:
+            return await diverse(conn, space, n, method, prefix, where, sample, seed)
+
+    picks = asyncio.run(run())
+    if picks and not as_json and sys.stdout.isatty():  # for people; scripts get bare rows
+        typer.echo(f"{'cluster':>7}  {'size':>7}  locator")
+    for pick in picks:
+        if as_json:
+            typer.echo(json.dumps(pick.as_dict(), ensure_ascii=False))
+        else:
+            cluster = "-" if pick.cluster is None else pick.cluster
+            size = "-" if pick.cluster_size is None else pick.cluster_size
+            typer.echo(f"{cluster:>7}  {size:>7}  {pick.locator}")
+    if picks.why_empty:
+        typer.echo(f"imgvec: {picks.why_empty}", err=True)
