@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.core.score import score
+from pipeline.core.space import EmbeddingSpace
 from pipeline.db import open_database
+from pipeline.errors import ConfigError
 from pipeline.listing import list_source
 from pipeline.loading import load_work_dir
-from pipeline.plugins import get_backend
+from pipeline.plugins import backend_for_space, get_backend
 from pipeline.runner import embed_work_dir
-from pipeline.search import save_text_queries, search
+from pipeline.search import NotFound, QueryError, save_text_queries, search, similar_to
 from pipeline.settings import Settings
 from tests.conftest import create_database, drop_database, run_imgvec
 from tests.images import encode, photo, write_images
@@ -429,3 +432,120 @@ def test_cli_search_where(loaded):
         "img01.png",
         "img02.png",
     }
+
+
+async def object_id(conn, name: str) -> int:
+    return await conn.fetchval("SELECT object_id FROM objects WHERE name = $1", name)
+
+
+async def test_several_query_images_by_name_id_file_or_upload(loaded, clip):
+    async with open_database(loaded) as conn:
+        stored = {
+            r["name"]: r["embedding"].to_numpy()
+            for r in await conn.fetch(
+                "SELECT o.name, e.embedding FROM embeddings e JOIN objects o USING (object_id) "
+                "WHERE o.name IN ('img03.png', 'img05.png')"
+            )
+        }
+        mean = (stored["img03.png"] + stored["img05.png"]) / 2
+        expected = [
+            n
+            for n in await brute_force(conn, mean / np.linalg.norm(mean))
+            if n not in ("img03.png", "img05.png")
+        ][:6]
+        by_names = await search(conn, clip, images=["img03.png", "img05.png"], k=6)
+        assert [m.name for m in by_names] == expected  # both combined, both left out
+        ids = [await object_id(conn, "img03.png"), await object_id(conn, "img05.png")]
+        by_ids = await search(conn, clip, object_ids=ids, k=6)
+        mixed = await search(conn, clip, images=["img03.png"], object_ids=ids[1:], k=6)
+        assert [m.as_dict() for m in by_ids] == [m.as_dict() for m in mixed]
+        assert [m.name for m in by_ids] == expected
+        first = by_ids[0]
+        assert first.object_id == await object_id(conn, first.name)
+        assert first.content_type == "image/png" and first.attributes == {}
+        assert first.content_hash == await conn.fetchval(
+            "SELECT content_hash FROM objects WHERE name = $1", first.name
+        )
+
+        # An upload is decoded by the embed stage's rules; it is no listed image: not left out.
+        uploaded = await search(conn, clip, upload=encode(photo(3), "PNG"), k=1)
+        assert uploaded[0].name == "img03.png" and uploaded[0].score > 0.999
+        for garbage, reason in (
+            (b"just text", "not an image"),
+            (encode(photo(3), "PNG")[:200], "corrupt image"),
+            (b"", "empty"),
+        ):
+            with pytest.raises(QueryError, match=f"cannot use the uploaded file.*{reason}"):
+                await search(conn, clip, upload=garbage)
+        with pytest.raises(NotFound, match="no object has the id 999999"):
+            await search(conn, clip, object_ids=[999999])
+
+    env = {"DATABASE_URL": loaded.database_url.get_secret_value()}
+    out = run_imgvec(
+        "search", "--image", "img03.png", "--image", "img05.png", "--k", "6", "--json",
+        "--pretrained", "none", env=env,
+    )  # fmt: skip
+    assert [json.loads(line)["name"] for line in out.stdout.splitlines()] == expected
+
+
+async def test_similar_to_a_listed_object_needs_no_model(loaded, clip):
+    space = clip.space  # (the space only: similar_to takes no backend)
+    async with open_database(loaded) as conn:
+        img03 = await object_id(conn, "img03.png")
+        similar = await similar_to(conn, space, img03, k=5)
+        by_image = await search(conn, clip, images=["img03.png"], k=5)
+        assert [m.as_dict() for m in similar] == [m.as_dict() for m in by_image]
+        assert img03 not in [m.object_id for m in similar]
+        cats = await similar_to(conn, space, img03, 20, where=["name in (img01.png, img09.png)"])
+        assert {m.name for m in cats} == {"img01.png", "img09.png"}
+        with pytest.raises(NotFound, match="no object has the id 999999"):
+            await similar_to(conn, space, 999999)
+        other = get_backend("clip", pretrained="none", device="cpu", seed=9).space
+        with pytest.raises(QueryError, match="is listed but not in space") as err:
+            await similar_to(conn, other, img03)
+        assert not isinstance(err.value, NotFound)
+        await conn.execute("UPDATE objects SET deleted_at = now() WHERE object_id = $1", img03)
+        with pytest.raises(QueryError, match="was deleted from its source"):
+            await similar_to(conn, space, img03)
+
+
+async def test_prefix_content_type_and_since_filters(loaded, clip):
+    async with open_database(loaded) as conn:
+
+        async def names(**filters) -> list[str]:
+            matches = await search(conn, clip, text="red car", k=20, **filters)
+            return [m.name for m in matches]
+
+        everything = await names()
+        assert len(everything) == 20
+        assert await names(prefix="img1") == [n for n in everything if n.startswith("img1")]
+        assert await names(prefix="%") == []  # data, not a LIKE pattern
+        assert await names(content_type="image/png") == everything
+        assert await names(content_type="image/*") == everything
+        assert await names(since=datetime(2000, 1, 1)) == everything
+        await conn.execute(
+            "UPDATE objects SET updated_at = '2020-01-01Z', content_type = 'image/jpeg' "
+            "WHERE name IN ('img00.png', 'img01.png')"
+        )
+        assert await names(content_type="image/jpeg") == [
+            n for n in everything if n in ("img00.png", "img01.png")
+        ]
+        recent = await names(since=datetime(2021, 1, 1, tzinfo=UTC), content_type="image/*")
+        assert recent == [n for n in everything if n not in ("img00.png", "img01.png")]
+        empty = await search(conn, clip, text="red car", prefix="cat", content_type="video/*")
+        assert not empty
+        assert empty.why_empty.endswith("matches --prefix 'cat' and --content-type 'video/*'")
+
+
+def test_backend_for_space_rebuilds_what_it_can_and_says_why_not():
+    space = get_backend("clip", pretrained="none", device="cpu", seed=4).space
+    assert backend_for_space(space).space == space
+    checkpoint = EmbeddingSpace("clip", "ViT-B-32", "file-0123456789abcdef", 512)
+    unavailable = backend_for_space(checkpoint)
+    assert unavailable.space == checkpoint
+    with pytest.raises(ConfigError, match="checkpoint file") as err:
+        next(unavailable.embed_texts(["red car"]))
+    assert "--pretrained PATH" in (err.value.hint or "")
+    unknown = backend_for_space(EmbeddingSpace("toy", "m", "w", 3))
+    with pytest.raises(ConfigError, match="unknown backend 'toy'"):
+        unknown.source_from_bytes(b"")
