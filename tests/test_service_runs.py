@@ -20,7 +20,7 @@ from pipeline.plugins import get_backend
 from pipeline.search import search
 from pipeline.service import problems, runs_api
 from pipeline.service.config import ServiceConfig
-from pipeline.service.state import ServiceState, service_state
+from pipeline.service.state import ServiceState
 from pipeline.settings import Settings
 from tests.images import encode, photo, write_images
 
@@ -51,7 +51,7 @@ async def serve(settings: Settings, clip, folder: Path, work: Path):
     app = FastAPI()
     problems.install(app)
     app.include_router(runs_api.router)
-    app.dependency_overrides[service_state] = lambda: state
+    app.state.service = state
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     return client, state
 
@@ -126,6 +126,30 @@ async def test_a_rerun_embeds_only_what_is_new_and_force_re_embeds(api, folder):
     forced = await finished(api, (await start(api, str(folder), force=True))["url"])
     assert forced["state"] == "succeeded"
     assert forced["counts"]["embed"]["embedded"] == IMAGES
+
+
+async def test_without_backend_options_a_run_goes_into_the_default_space(
+    settings, clip, folder, tmp_path
+):
+    client, state = await serve(settings, None, folder, tmp_path / "work")
+    try:
+        refused = await client.post("/api/runs", json={"source": str(folder)})
+        assert refused.status_code == 400 and "backend options" in refused.json()["detail"]
+
+        first, first_state = await serve(settings, clip, folder, tmp_path / "work")
+        await finished(first, (await start(first, str(folder)))["url"])
+        await first.aclose()
+        await first_state.close()
+
+        write_images(folder, {"new.png": encode(photo(100), "PNG")})
+        rerun = await finished(client, (await start(client, str(folder)))["url"])
+        assert rerun["state"] == "succeeded", rerun
+        assert rerun["counts"]["embed"]["embedded"] == 1
+        history = (await client.get("/api/runs", params={"limit": 2})).json()["runs"]
+        assert history[1]["stage"] == "embed" and history[1]["space"] == clip.space.name
+    finally:
+        await client.aclose()
+        await state.close()
 
 
 async def test_a_run_of_some_locators_embeds_them_and_marks_nothing_deleted(api, folder, settings):

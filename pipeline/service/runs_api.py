@@ -8,10 +8,9 @@ block the server's loop. One job runs at a time: the server's runs share its wor
 latest manifest the embed stage reads, so a run of another source waits ("queued") and a second
 run of the same source is refused (409). Jobs live in memory; their stages in the runs table.
 
-Stopping: uvicorn, once shut down, re-raises the Ctrl-C / SIGTERM it captured to the handlers it
-had replaced, `pipeline.interrupt`'s; that makes the embed stage publish what it has and close
-its run as `interrupted`, and the job task, cancelled as the event loop closes, waits for it. A
-rerun resumes, as after a Ctrl-C'd `imgvec run`.
+Stopping: uvicorn, once shut down, re-raises the Ctrl-C / SIGTERM it caught to the handler of
+`pipeline.interrupt`: the embed stage publishes what it has and closes its run as `interrupted`
+(a listing or load under way ends first), and the job task, cancelled as the loop closes, waits.
 """
 
 from __future__ import annotations
@@ -99,9 +98,12 @@ class RunJob:
             self.state, self.error = "interrupted", safe_error(error)
         else:
             self.state, self.error = "failed", safe_error(error)
-            if not isinstance(error, ImgvecError):
-                log.error("run %s of %s failed", self.id, self.source, exc_info=error)
         self.finished_at = datetime.now(UTC)
+        unexpected = self.state == "failed" and not isinstance(error, ImgvecError)
+        said = f"{self.state}: {self.error}" if self.error else self.state
+        log.info(
+            "run %s of %s %s", self.id, self.source, said, exc_info=error if unexpected else None
+        )
 
 
 @dataclass
@@ -164,11 +166,8 @@ async def start_run(
 async def run_progress(run_id: str, jobs: Jobs) -> dict[str, Any]:
     job = jobs.jobs.get(run_id)
     if job is None:
-        raise Problem(
-            404,
-            f"no run {run_id!r} was started by this server since it started "
-            "(the runs table's history: GET /api/runs)",
-        )
+        detail = f"no run {run_id!r} since the server started (all runs: GET /api/runs)"
+        raise Problem(404, detail)
     return job.as_dict()
 
 
