@@ -42,11 +42,10 @@ def folder(tmp_path) -> Path:
     return tmp_path / "images"
 
 
-async def serve(settings: Settings, clip, folder: Path, work: Path):
+async def serve(settings: Settings, clip, folder: Path, work: Path, *more: Path):
     """An httpx client of an app serving the runs router, as `imgvec serve --source FOLDER`."""
-    config = ServiceConfig(
-        settings, default_backend=clip, work_dir=str(work), sources=[str(folder)]
-    )
+    sources = [str(f) for f in (folder, *more)]
+    config = ServiceConfig(settings, default_backend=clip, work_dir=str(work), sources=sources)
     state = await ServiceState.open(config)
     app = FastAPI()
     problems.install(app)
@@ -112,6 +111,25 @@ async def test_a_run_makes_the_folder_searchable_one_run_per_source_at_a_time(
     embed = history[1]
     assert embed["space"] == clip.space.name and embed["counts"]["embedded"] == IMAGES
     assert embed["exit_code"] == 0 and embed["error"] is None
+
+
+async def test_a_run_of_another_source_waits_for_the_one_running(settings, clip, folder, tmp_path):
+    other = tmp_path / "other"
+    write_images(other, {f"o{i}.png": encode(photo(200 + i), "PNG") for i in range(3)})
+    client, state = await serve(settings, clip, folder, tmp_path / "work", other)
+    try:
+        first = await start(client, str(folder))
+        second = await start(client, str(other))
+        assert second["state"] == "queued"
+        again = await client.post("/api/runs", json={"source": str(other)})
+        assert again.status_code == 409 and "queued" in again.json()["detail"]
+        done = [await finished(client, run["url"]) for run in (first, second)]
+        assert [run["state"] for run in done] == ["succeeded", "succeeded"]
+        assert done[0]["finished_at"] <= done[1]["started_at"]
+        assert [run["counts"]["embed"]["embedded"] for run in done] == [IMAGES, 3]
+    finally:
+        await client.aclose()
+        await state.close()
 
 
 async def test_a_rerun_embeds_only_what_is_new_and_force_re_embeds(api, folder):

@@ -43,6 +43,7 @@ router = APIRouter(prefix="/api/runs", tags=["runs"])
 # The stage that starts when one ends (run_source's order); None: the run is over.
 NEXT_STAGE = {"list": "embed", "embed": "load", "load": "texts", "texts": None}
 GOING = ("queued", "running")
+HIDDEN = ("force", "locators", "task")  # a job's fields GET /api/runs/{id} does not show
 KEEP_FINISHED = 100  # finished jobs kept in memory for GET /api/runs/{id}; the table keeps all
 
 
@@ -77,18 +78,18 @@ class RunJob:
         return f"/api/runs/{self.id}"
 
     def as_dict(self) -> dict[str, Any]:
-        hidden = ("force", "locators", "task")
-        return {name: value for name, value in vars(self).items() if name not in hidden}
+        # Copies made while holding the GIL: the job's thread may add a stage meanwhile.
+        shown = {name: value for name, value in vars(self).items() if name not in HIDDEN}
+        return shown | {"counts": dict(self.counts), "run_ids": dict(self.run_ids)}
 
     def stage_ended(self, stage: str, result: Any, listed: Source | None) -> None:
         """run_source's `on_stage`: the stage's counts, and the next stage is under way."""
-        if stage == "texts":
-            self.counts[stage] = {"embedded": len(result)}
-        else:
-            self.counts[stage] = dict(result.counts)
-            self.run_ids[stage] = result.run_id
+        counts = {"embedded": len(result)} if stage == "texts" else dict(result.counts)
         if stage == "list" and isinstance(listed, _OnlyLocators):
-            self.counts[stage]["not_listed"] = listed.not_listed
+            counts["not_listed"] = listed.not_listed
+        if stage != "texts":
+            self.run_ids[stage] = result.run_id
+        self.counts[stage] = counts
         self.stage = NEXT_STAGE[stage]
 
     def end(self, error: BaseException | None, failed_images: int = 0) -> None:
