@@ -102,9 +102,11 @@ def _kmeans_picks(rows, n: int, seed: int) -> Picks:
     distinct = len({vector.tobytes() for vector in vectors})
     # One BLAS/OpenMP thread: measured on 20k x 512 on a busy 2-core machine, 1.7 s against 11 s
     # with two (the threads fight the server's and each other); it also leaves the server's
-    # other requests a core. k-means++ seeding makes one run (n_init=1) enough for a sample.
+    # other requests a core. k-means++ seeding makes one run (n_init=1) enough for a sample, and
+    # 30 iterations place the centres well enough to pick from (a sample of 200k vectors in 1000
+    # small clusters took 149 to converge fully: 7.5 s, against 1.2 s).
     with threadpool_limits(1):
-        fit = KMeans(n_clusters=min(n, distinct), n_init=1, random_state=seed).fit(vectors)
+        fit = KMeans(min(n, distinct), n_init=1, max_iter=30, random_state=seed).fit(vectors)
     scale = rows[0]["total"] / len(rows)
     found = []
     for label, centroid in enumerate(fit.cluster_centers_):
