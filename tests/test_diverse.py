@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline.db import open_database
-from pipeline.db.spaces import list_spaces, load_space
+from pipeline.db.spaces import default_space, list_spaces, load_space
 from pipeline.listing import list_source
 from pipeline.loading import load_work_dir
 from pipeline.plugins import get_backend
@@ -123,6 +123,7 @@ async def test_spaces_are_listed_with_counts_and_picker_values(families, clip):
         )
         assert await load_space(conn, clip.space.name) == (row.space_id, clip.space)
         assert await load_space(conn, "clip/nope/none/3") is None
+        assert await default_space(conn) == (row.space_id, clip.space)
 
 
 def test_cli_diverse_json(families):

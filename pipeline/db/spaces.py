@@ -3,7 +3,7 @@
 Design: one `embeddings` table LIST-partitioned by space_id; adding a space adds a partition
 (with its own HNSW index, pipeline.loading.indexing); nothing else moves. Which space
 `image_embeddings` shows: pipeline.db.default_view. Reading them (the server's space picker):
-`load_space`, `list_spaces`.
+`load_space`, `default_space`, `list_spaces`.
 """
 
 from __future__ import annotations
@@ -112,6 +112,13 @@ def _space_of(row: asyncpg.Record) -> EmbeddingSpace:
 async def load_space(conn: asyncpg.Connection, name: str) -> tuple[int, EmbeddingSpace] | None:
     """(space_id, space) of the registered space of that name; None when there is none."""
     row = await conn.fetchrow("SELECT * FROM embedding_spaces WHERE name = $1", name)
+    return None if row is None else (row["space_id"], _space_of(row))
+
+
+async def default_space(conn: asyncpg.Connection) -> tuple[int, EmbeddingSpace] | None:
+    """(space_id, space) of the default space (the one `image_embeddings` shows): one indexed
+    row, for every request that names no space (list_spaces counts and scans images)."""
+    row = await conn.fetchrow("SELECT * FROM embedding_spaces WHERE is_default")
     return None if row is None else (row["space_id"], _space_of(row))
 
 
