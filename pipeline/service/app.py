@@ -10,11 +10,11 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from pipeline import __version__
-from pipeline.service import catalog_api, images_api, problems, search_api
+from pipeline.service import catalog_api, images_api, problems, runs_api, search_api
 from pipeline.service.config import ServiceConfig
 from pipeline.service.security import TokenMiddleware
 from pipeline.service.state import ServiceState
-from pipeline.service.uploads import ENVELOPE_BYTES
+from pipeline.service.uploads import BodyLimitMiddleware
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -37,13 +37,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/openapi.json",
-        # The whole body of any request, uploads with their multipart envelope included.
-        max_body_size=config.max_upload_bytes + ENVELOPE_BYTES,
     )
     problems.install(app)
-    for module in (search_api, images_api, catalog_api):
+    for module in (search_api, images_api, catalog_api, runs_api):
         app.include_router(module.router)
-    if config.token:
+    # The whole body of any request, uploads with their multipart envelope included.
+    app.add_middleware(BodyLimitMiddleware, max_upload_bytes=config.max_upload_bytes)
+    if config.token:  # (added last: runs first, so a request without the token reads nothing)
         app.add_middleware(TokenMiddleware, token=config.token)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 

@@ -26,7 +26,7 @@ MAX_INPUTS = 64  # texts and files in one /api/embeddings request
 async def spaces(state: State) -> dict[str, Any]:
     """The spaces holding vectors, with their image counts and the attribute values a picker
     can offer (keys with at most 50 distinct values)."""
-    from pipeline.search.spaces import list_spaces
+    from pipeline.db.spaces import list_spaces
 
     async with state.pool.acquire() as conn:
         rows = await list_spaces(conn)
@@ -76,7 +76,6 @@ async def diverse(
     async with state.pool.acquire() as conn:
         chosen = await state.space(conn, space)
         picks = await pick(conn, chosen, n, method=method, prefix=prefix, where=where)
-        listed = await _listed_fields(conn, [p.object_id for p in picks])
     return {
         "space": chosen.name,
         "method": method,
@@ -85,11 +84,13 @@ async def diverse(
                 object_id=p.object_id,
                 name=p.name,
                 locator=p.locator,
-                **listed.get(p.object_id, {"content_type": None, "attributes": None}),
+                content_type=p.content_type,
+                attributes=p.attributes,
             )
             | {"cluster": p.cluster, "cluster_size": p.cluster_size}
             for p in picks
         ],
+        "note": picks.why_empty,
     }
 
 
@@ -179,17 +180,3 @@ def _embed_files(backend, files: list[tuple[str, bytes]]):
             raise Problem(400, f"{item.locator.removeprefix('file:')}: {vector.reason}")
         found.append((item.locator, vector))
     return found
-
-
-async def _listed_fields(conn, object_ids: list[int]) -> dict[int, dict[str, Any]]:
-    rows = await conn.fetch(
-        "SELECT object_id, content_type, attributes FROM objects WHERE object_id = ANY($1)",
-        object_ids,
-    )
-    return {
-        r["object_id"]: {
-            "content_type": r["content_type"],
-            "attributes": json.loads(r["attributes"]) if r["attributes"] else {},
-        }
-        for r in rows
-    }

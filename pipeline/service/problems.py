@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from pipeline.errors import (
+    ConfigError,
     ImgvecError,
     PermissionProblem,
     RetryableError,
@@ -56,8 +57,8 @@ def status_of(err: ImgvecError) -> int:
 
     if isinstance(err, NotFound):
         return 404
-    if isinstance(err, QueryError | UsageError):
-        return 400
+    if isinstance(err, QueryError | UsageError | ConfigError):
+        return 400  # what was asked cannot be done as asked (the detail says why)
     if isinstance(err, PermissionProblem):
         return 403
     if isinstance(err, RetryableError):
@@ -92,15 +93,20 @@ def install(app: FastAPI) -> None:
         return problem_response(500, "internal error; see the server log")
 
 
+_LOCATIONS = ("query", "path", "body", "header", "cookie")
+
+
 def _readable(error: dict) -> str:
     """`k: must be at least 1` rather than pydantic's location tuples and type names."""
-    where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "body"))
-    message = str(error.get("msg", "invalid"))
-    limit = (error.get("ctx") or {}).get("ge")
-    if error.get("type") == "greater_than_equal" and limit is not None:
-        message = f"must be at least {limit}"
-    elif error.get("type") == "less_than_equal":
-        message = f"must be at most {(error.get('ctx') or {}).get('le')}"
-    elif error.get("type") == "missing":
+    where = ".".join(str(part) for part in error.get("loc", ()) if part not in _LOCATIONS)
+    kind, context = error.get("type"), error.get("ctx") or {}
+    if kind == "greater_than_equal":
+        message = f"must be at least {context.get('ge')}"
+    elif kind == "less_than_equal":
+        message = f"must be at most {context.get('le')}"
+    elif kind == "missing":
         message = "required"
+    else:  # "Input should be a valid integer, unable to parse ..." -> "must be a valid integer"
+        message = str(error.get("msg", "invalid")).split(", unable to")[0]
+        message = message.replace("Input should be", "must be")
     return f"{where}: {message}" if where else message

@@ -63,7 +63,7 @@ async def search_images(
             object_ids=object_ids or None,
             k=k,
             min_score=min_score,
-            source=source,
+            source=await listed_source(conn, source) if source else None,
             **filters,
         )
     query = {"text": text, "image": images, "k": k, "min_score": min_score, "source": source}
@@ -109,3 +109,22 @@ async def check_listed(conn, names: list[str]) -> None:
             raise Problem(
                 404, f"{name!r} is not a listed image: give an object id, a listed name or locator"
             )
+
+
+async def listed_source(conn, source: str) -> str:
+    """The root of the listed source `source` names (its id, root or spec), looked up in the
+    database only: search would otherwise open `source` to normalise it (a folder, a file of
+    locators, a bucket), and a request must never make the server look at a path."""
+    root = await conn.fetchval(
+        """
+        SELECT root FROM sources WHERE source_id::text = $1 OR root = $1 OR spec = $1
+            OR root = $1 || '/'
+        ORDER BY root = $1 DESC, source_id LIMIT 1
+        """,
+        source,
+    )
+    if root is None:
+        known = await conn.fetch("SELECT source_id, root FROM sources ORDER BY source_id")
+        listed = ", ".join(f"{r['source_id']} {r['root']!r}" for r in known) or "none yet"
+        raise Problem(404, f"no source {source!r} is listed (sources, id and root: {listed})")
+    return root

@@ -61,7 +61,7 @@ class ServiceState:
         else the database's default space. An unknown name is a 404 naming the spaces there are."""
         if name is None and self.config.default_backend is not None:
             return self.config.default_backend.space
-        from pipeline.search.spaces import list_spaces, load_space
+        from pipeline.db.spaces import list_spaces, load_space
 
         if name is None:
             spaces = await list_spaces(conn)

@@ -5,6 +5,7 @@ backend's, which answer 400 with the decoder's reason."""
 from __future__ import annotations
 
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from pipeline.embedding.readers import ObjectReader
 from pipeline.errors import ItemFailure
@@ -23,6 +24,38 @@ async def read_upload(file: UploadFile, limit: int) -> bytes:
     if len(data) > limit:
         raise too_large(limit)
     return data
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body over the upload limit (and its envelope) with a 413 problem: at once when its
+    Content-Length says so, else as soon as the bytes received pass the limit. (FastAPI's own
+    max_body_size answers in plain text, whatever the app's error handlers say.)"""
+
+    def __init__(self, app, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_upload_bytes + ENVELOPE_BYTES
+        self.refusal = too_large(max_upload_bytes).detail
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            from pipeline.service.problems import problem_response
+
+            return await problem_response(413, self.refusal)(scope, receive, send)
+        received = 0
+
+        async def bounded_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                # An HTTPException: FastAPI passes it on to the app's handler (problem+json).
+                raise HTTPException(413, self.refusal)
+            return message
+
+        await self.app(scope, bounded_receive, send)
 
 
 def _megabytes(limit: int) -> str:
