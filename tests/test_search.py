@@ -549,3 +549,17 @@ def test_backend_for_space_rebuilds_what_it_can_and_says_why_not():
     unknown = backend_for_space(EmbeddingSpace("toy", "m", "w", 3))
     with pytest.raises(ConfigError, match="unknown backend 'toy'"):
         unknown.source_from_bytes(b"")
+
+
+def test_cli_plain_filters(loaded):
+    env = {"DATABASE_URL": loaded.database_url.get_secret_value()}
+    out = run_imgvec(
+        "search", "red car", "--pretrained", "none", "--json", "--k", "20", "--prefix", "img1",
+        "--content-type", "image/*", "--since", "2000-01-01", env=env,
+    )  # fmt: skip
+    names = [json.loads(line)["name"] for line in out.stdout.splitlines()]
+    assert sorted(names) == [f"img{i}.png" for i in range(10, 20)]
+    late = run_imgvec(
+        "search", "red car", "--pretrained", "none", "--since", "2999-01-01T00:00:00", env=env
+    )
+    assert late.stdout == "" and "matches --since 2999-01-01T00:00:00" in late.stderr

@@ -46,7 +46,8 @@ def search_command(
         str | None, typer.Option(help="Keep images of this type, e.g. image/png, or image/*.")
     ] = None,
     since: Annotated[
-        datetime | None, typer.Option(help="Keep images updated at or after (UTC unless said).")
+        datetime | None,
+        typer.Option(help="Keep images updated at or after this date or time (UTC)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
