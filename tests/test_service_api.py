@@ -75,7 +75,9 @@ def test_health_spaces_and_the_page(api):
 
 
 def test_search_by_text_by_listed_images_and_with_filters(api):
-    by_text = api.get("/api/search", params={"text": "a red circle", "k": 7}).json()
+    space = "clip/ViT-B-32/none-seed0/512"
+    by_text = api.get("/api/search", params={"text": "a red circle", "k": 7, "space": space})
+    by_text = by_text.json()
     assert by_text["space"] == "clip/ViT-B-32/none-seed0/512" and by_text["note"] is None
     assert len(by_text["results"]) == 7
     first = by_text["results"][0]
@@ -374,7 +376,10 @@ async def test_under_the_read_only_role_it_answers_and_writes_nothing(gallery, r
     owner = Settings(home=gallery.home, database_url=gallery.database_url)
     async with open_database(owner) as conn:
         before = await snapshot(conn)
-    server = ServiceProcess(gallery, env={"DATABASE_URL": as_role(gallery.database_url, reader)})
+    # Without backend flags: the database's default space, its backend found from the space.
+    server = ServiceProcess(
+        gallery, env={"DATABASE_URL": as_role(gallery.database_url, reader)}, backend_flags=()
+    )
     try:
         with server.client() as client:
             assert client.get("/api/health").json()["read_only"] is True
@@ -383,7 +388,8 @@ async def test_under_the_read_only_role_it_answers_and_writes_nothing(gallery, r
             assert client.get(f"/api/images/{red['object_id']}/similar").status_code == 200
             assert client.get(f"/api/images/{red['object_id']}/thumbnail").status_code == 200
             assert client.get("/api/diverse", params={"n": 3}).status_code == 200
-            assert client.get("/api/spaces").json()["spaces"]
+            spaces = client.get("/api/spaces").json()
+            assert spaces["default"] == "clip/ViT-B-32/none-seed0/512" and spaces["spaces"]
             data = encode(photo(5), "PNG")
             assert client.post("/api/search", files={"file": ("p.png", data)}).status_code == 200
     finally:

@@ -6,6 +6,7 @@ lock), in a worker thread: the event loop never waits for torch."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class ServiceState:
     read_only: bool
     pgvector: str | None
     _backends: dict[str, EmbeddingBackend] = field(default_factory=dict)
+    _spaces: dict[str, EmbeddingSpace] = field(default_factory=dict)
     _backends_lock: threading.Lock = field(default_factory=threading.Lock)
     _work_dirs: tuple[float, list[WorkDir]] | None = None
     _reader: ObjectReader | None = None
@@ -49,6 +51,10 @@ class ServiceState:
                 "SELECT has_table_privilege('objects', 'INSERT')"
                 " AND has_table_privilege('runs', 'INSERT')"
             )
+        chosen = config.default_backend
+        if chosen is not None:
+            # Its space, now and off the loop: a model whose size is unknown loads to tell it.
+            await asyncio.to_thread(lambda: chosen.space)
         url = await resolve_url(config.settings)
         pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, init=_register_vector)
         return cls(config, pool, read_only, pgvector)
@@ -59,22 +65,23 @@ class ServiceState:
     async def space(self, conn, name: str | None) -> EmbeddingSpace:
         """The space a request names, or the server's default: the one the serve flags chose,
         else the database's default space. An unknown name is a 404 naming the spaces there are."""
+        from pipeline.db.spaces import default_space, load_space
+
         if name is None and self.config.default_backend is not None:
             return self.config.default_backend.space
-        from pipeline.db.spaces import list_spaces, load_space
-
-        if name is None:
-            spaces = await list_spaces(conn)
-            default = next((s for s in spaces if s.default), None)
+        if name is None:  # (the default may change: `imgvec db` can set another)
+            default = await default_space(conn)
             if default is None:
                 raise Problem(404, "no space is loaded yet: `imgvec run SOURCE` loads one")
-            name = default.name
-        found = await load_space(conn, name)
-        if found is None:
-            names = [s.name for s in await list_spaces(conn)]
-            known = ", ".join(names) if names else "none is loaded yet"
-            raise Problem(404, f"no space named {name!r} (spaces: {known})")
-        return found[1]
+            return default[1]
+        if name not in self._spaces:  # a space's definition never changes: kept once found
+            found = await load_space(conn, name)
+            if found is None:
+                names = await conn.fetch("SELECT name FROM embedding_spaces ORDER BY space_id")
+                known = ", ".join(r["name"] for r in names) or "none is loaded yet"
+                raise Problem(404, f"no space named {name!r} (spaces: {known})")
+            self._spaces[name] = found[1]
+        return self._spaces[name]
 
     def backend(self, space: EmbeddingSpace) -> EmbeddingBackend:
         """The backend of a space, built once; its model loads when it first embeds."""
