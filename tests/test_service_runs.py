@@ -1,28 +1,30 @@
 """`POST /api/runs` and friends over a real database and a real CLIP (ViT-B-32, pretrained=None):
 a run of a configured folder makes its images searchable, one run of a source at a time, the
 read-only role is refused, reruns embed only what is new (or everything, with force), a run of
-some locators marks nothing deleted, and the runs table's history lists every stage run."""
+some locators marks nothing deleted, the runs table's history lists every stage run, and a
+Ctrl-C of `imgvec serve` stops its run as a Ctrl-C of `imgvec run` would."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from pipeline.db import open_database
 from pipeline.db.roles import grant_reader
 from pipeline.plugins import get_backend
 from pipeline.search import search
-from pipeline.service import problems, runs_api
+from pipeline.service.app import create_app
 from pipeline.service.config import ServiceConfig
-from pipeline.service.state import ServiceState
 from pipeline.settings import Settings
 from tests.images import encode, photo, write_images
+from tests.service_fixtures import Gallery, ServiceProcess
 
 pytest.importorskip("open_clip")
 
@@ -42,25 +44,25 @@ def folder(tmp_path) -> Path:
     return tmp_path / "images"
 
 
-async def serve(settings: Settings, clip, folder: Path, work: Path, *more: Path):
-    """An httpx client of an app serving the runs router, as `imgvec serve --source FOLDER`."""
-    sources = [str(f) for f in (folder, *more)]
-    config = ServiceConfig(settings, default_backend=clip, work_dir=str(work), sources=sources)
-    state = await ServiceState.open(config)
-    app = FastAPI()
-    problems.install(app)
-    app.include_router(runs_api.router)
-    app.state.service = state
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-    return client, state
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, backend, work: Path, *sources: Path):
+    """`imgvec serve --source ...`'s app (its lifespan run) through an httpx client."""
+    config = ServiceConfig(
+        settings, default_backend=backend, work_dir=str(work), sources=[str(s) for s in sources]
+    )
+    app = create_app(config)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        yield client
 
 
 @pytest.fixture
 async def api(settings, clip, folder, tmp_path):
-    client, state = await serve(settings, clip, folder, tmp_path / "work")
-    yield client
-    await client.aclose()
-    await state.close()
+    async with serving(settings, clip, tmp_path / "work", folder) as client:
+        yield client
 
 
 async def start(api: httpx.AsyncClient, source: str, **options) -> dict:
@@ -116,20 +118,16 @@ async def test_a_run_makes_the_folder_searchable_one_run_per_source_at_a_time(
 async def test_a_run_of_another_source_waits_for_the_one_running(settings, clip, folder, tmp_path):
     other = tmp_path / "other"
     write_images(other, {f"o{i}.png": encode(photo(200 + i), "PNG") for i in range(3)})
-    client, state = await serve(settings, clip, folder, tmp_path / "work", other)
-    try:
+    async with serving(settings, clip, tmp_path / "work", folder, other) as client:
         first = await start(client, str(folder))
         second = await start(client, str(other))
         assert second["state"] == "queued"
         again = await client.post("/api/runs", json={"source": str(other)})
         assert again.status_code == 409 and "queued" in again.json()["detail"]
         done = [await finished(client, run["url"]) for run in (first, second)]
-        assert [run["state"] for run in done] == ["succeeded", "succeeded"]
-        assert done[0]["finished_at"] <= done[1]["started_at"]
-        assert [run["counts"]["embed"]["embedded"] for run in done] == [IMAGES, 3]
-    finally:
-        await client.aclose()
-        await state.close()
+    assert [run["state"] for run in done] == ["succeeded", "succeeded"]
+    assert done[0]["finished_at"] <= done[1]["started_at"]
+    assert [run["counts"]["embed"]["embedded"] for run in done] == [IMAGES, 3]
 
 
 async def test_a_rerun_embeds_only_what_is_new_and_force_re_embeds(api, folder):
@@ -149,25 +147,21 @@ async def test_a_rerun_embeds_only_what_is_new_and_force_re_embeds(api, folder):
 async def test_without_backend_options_a_run_goes_into_the_default_space(
     settings, clip, folder, tmp_path
 ):
-    client, state = await serve(settings, None, folder, tmp_path / "work")
-    try:
+    work = tmp_path / "work"
+    async with serving(settings, None, work, folder) as client:
         refused = await client.post("/api/runs", json={"source": str(folder)})
-        assert refused.status_code == 400 and "backend options" in refused.json()["detail"]
+    assert refused.status_code == 400 and "backend options" in refused.json()["detail"]
 
-        first, first_state = await serve(settings, clip, folder, tmp_path / "work")
-        await finished(first, (await start(first, str(folder)))["url"])
-        await first.aclose()
-        await first_state.close()
+    async with serving(settings, clip, work, folder) as client:
+        await finished(client, (await start(client, str(folder)))["url"])
 
-        write_images(folder, {"new.png": encode(photo(100), "PNG")})
+    write_images(folder, {"new.png": encode(photo(100), "PNG")})
+    async with serving(settings, None, work, folder) as client:
         rerun = await finished(client, (await start(client, str(folder)))["url"])
-        assert rerun["state"] == "succeeded", rerun
-        assert rerun["counts"]["embed"]["embedded"] == 1
         history = (await client.get("/api/runs", params={"limit": 2})).json()["runs"]
-        assert history[1]["stage"] == "embed" and history[1]["space"] == clip.space.name
-    finally:
-        await client.aclose()
-        await state.close()
+    assert rerun["state"] == "succeeded", rerun
+    assert rerun["counts"]["embed"]["embedded"] == 1
+    assert history[1]["stage"] == "embed" and history[1]["space"] == clip.space.name
 
 
 async def test_a_run_of_some_locators_embeds_them_and_marks_nothing_deleted(api, folder, settings):
@@ -218,16 +212,12 @@ async def test_the_read_only_role_may_not_start_a_run(settings, fresh_url, clip,
         await grant_reader(conn, reader)
     try:
         as_reader = Settings(home=settings.home, database_url=with_user(fresh_url, reader))
-        client, state = await serve(as_reader, clip, folder, tmp_path / "work")
-        try:
+        async with serving(as_reader, clip, tmp_path / "work", folder) as client:
             answer = await client.post("/api/runs", json={"source": str(folder)})
-            assert answer.status_code == 403, answer.text
-            assert "grant-reader" in answer.json()["detail"]
             history = await client.get("/api/runs")
-            assert history.status_code == 200 and history.json() == {"runs": []}
-        finally:
-            await client.aclose()
-            await state.close()
+        assert answer.status_code == 403, answer.text
+        assert "grant-reader" in answer.json()["detail"]
+        assert history.status_code == 200 and history.json() == {"runs": []}
     finally:
         async with open_database(settings) as conn:
             await conn.execute(f"DROP OWNED BY {reader} CASCADE")
@@ -239,3 +229,71 @@ def with_user(url: str, user: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(username=user, password=None).render_as_string(hide_password=False)
+
+
+def test_ctrl_c_of_the_server_stops_its_run_as_imgvec_run_stops(settings, tmp_path):
+    """SIGINT to `imgvec serve` mid-embed: the server stops, the embed run is closed as
+    interrupted (its finished parts kept: the embed stage's own tests show the resuming), and
+    the rerun, after a restart, completes."""
+    folder = tmp_path / "many"
+    write_images(folder, {f"p{i:03d}.png": encode(photo(i), "PNG") for i in range(MANY)})
+    database = Gallery(
+        settings.database_url.get_secret_value(), settings.home, folder, tmp_path / "work"
+    )
+    server = ServiceProcess(database, "--source", str(folder))
+    try:
+        with server.client() as client:
+            assert client.post("/api/runs", json={"source": str(folder)}).status_code == 202
+            polled(client, "/api/runs?limit=1", embedding)
+        server.process.send_signal(signal.SIGINT)
+        # (130 once `imgvec serve` exits as `imgvec run` does after a graceful stop; 0 until then)
+        assert server.process.wait(60) in (0, 130), server.output
+    finally:
+        server.stop()
+    rows = asyncio.run(stage_runs(settings))
+    assert [(r["stage"], r["status"]) for r in rows] == [
+        ("list", "succeeded"),
+        ("embed", "interrupted"),
+    ], rows
+    assert rows[1]["error"].startswith("stopped by SIGINT")
+
+    server = ServiceProcess(database, "--source", str(folder))
+    try:
+        with server.client() as client:
+            answer = client.post("/api/runs", json={"source": str(folder)}).json()
+            rerun = polled(client, answer["url"], lambda p: p["state"] not in GOING)
+    finally:
+        server.stop()
+    assert rerun["state"] == "succeeded", rerun
+    embed = rerun["counts"]["embed"]
+    assert embed.get("embedded", 0) + embed.get("already_embedded", 0) == MANY
+    assert asyncio.run(searchable(settings)) == MANY
+
+
+MANY = 40
+GOING = ("queued", "running")
+
+
+def embedding(history: dict) -> bool:
+    """The newest stage run is an embed stage at work (the model loaded, images going in)."""
+    return [(r["stage"], r["status"]) for r in history["runs"]] == [("embed", "running")]
+
+
+def polled(client: httpx.Client, url: str, done, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = client.get(url).json()
+        if done(answer):
+            return answer
+        time.sleep(0.1)
+    raise TimeoutError(f"{url}: {answer}")
+
+
+async def stage_runs(settings: Settings) -> list[dict]:
+    async with open_database(settings) as conn:
+        return [dict(r) for r in await conn.fetch("SELECT * FROM runs ORDER BY run_id")]
+
+
+async def searchable(settings: Settings) -> int:
+    async with open_database(settings) as conn:
+        return await conn.fetchval("SELECT count(*) FROM image_embeddings")
