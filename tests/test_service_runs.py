@@ -200,6 +200,17 @@ async def test_an_unknown_source_is_a_404_naming_the_configured_ones(api, folder
     assert missing.status_code == 404 and "GET /api/runs" in missing.json()["detail"]
 
 
+async def test_a_failed_run_says_why_in_one_line(api, folder):
+    for image in folder.iterdir():
+        image.unlink()
+    folder.rmdir()  # the configured folder is gone since the server started
+    failed = await finished(api, (await start(api, str(folder)))["url"])
+    assert failed["state"] == "failed" and failed["stage"] == "list"
+    assert failed["error"].startswith(f"{folder}: no such folder")
+    assert "\n" not in failed["error"] and "Traceback" not in failed["error"]
+    assert failed["finished_at"] is not None
+
+
 async def test_the_configured_source_is_found_by_its_root_too(api, folder):
     started = await start(api, f"file://{folder.resolve()}/")
     assert started["source"] == str(folder)
