@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 import psutil
 
+from pipeline.db.server_memory import shared_buffers as default_shared_buffers
 from pipeline.errors import DatabaseUnavailable
 
 EMBEDDED_DATABASE = "imgvec"
@@ -80,7 +81,7 @@ class EmbeddedPostgres:
             return ServerStatus(running=False, pgdata=self.pgdata)
         return ServerStatus(True, self.pgdata, pid=info.pid, socket_dir=info.socket_dir)
 
-    def start(self, *, attempts: int = 5) -> ServerStatus:
+    def start(self, *, attempts: int = 5, shared_buffers: str | None = None) -> ServerStatus:
         """Start the server if it is not running (initialising the data dir the first time)."""
         status = self.status()
         if status.running:
@@ -95,7 +96,7 @@ class EmbeddedPostgres:
                 if status.running:
                     return status
                 try:
-                    self._start_once()
+                    self._start_once(shared_buffers or default_shared_buffers())
                 except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
                     # Right after a crash, orphaned backends may still hold the old shared memory
                     # and the new postmaster refuses to start: wait for them to go, then retry.
@@ -128,7 +129,7 @@ class EmbeddedPostgres:
                     proc.kill()
         return True
 
-    def _start_once(self) -> None:
+    def _start_once(self, memory: str) -> None:
         user = _server_user()
         if user is not None:
             self._let_server_user_in(user)
@@ -137,7 +138,7 @@ class EmbeddedPostgres:
             auth = ("--auth=trust", "--auth-local=trust")  # only the socket: see the module doc
             _run("initdb", self.pgdata, *auth, "--encoding=utf8", "-U", "postgres")
         # -h '': no TCP at all; -k: the socket's folder. pg_ctl hands -o to a shell: quote it.
-        options = f"-h '' -k {shlex.quote(str(self._socket_dir(user)))}"
+        options = f"-h '' -k {shlex.quote(str(self._socket_dir(user)))} -c shared_buffers={memory}"
         log = self.pgdata / "log"
         _run("pg_ctl", self.pgdata, "-w", "-t", "30", "-l", log, "-o", options, "start", timeout=45)
 
