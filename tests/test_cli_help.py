@@ -12,7 +12,7 @@ from tests.conftest import run_imgvec
 COMMANDS = [
     ["list"], ["embed"], ["load"], ["index"], ["run"], ["search"], ["text-embed"], ["models"],
     ["psql"], ["db", "start"], ["db", "stop"], ["db", "status"], ["db", "url"], ["db", "upgrade"],
-    ["db", "grant-reader"], ["db", "default-source"],
+    ["db", "grant-reader"], ["db", "default-source"], ["diverse"], ["thumbnails"], ["serve"],
 ]  # fmt: skip
 
 
