@@ -315,17 +315,24 @@ def test_the_model_loads_once_only_for_a_new_vector_and_never_blocks(gallery):
             assert '"step": "loading' not in server.output  # stored vectors only: no model yet
 
             slow: dict = {}
-            loading = threading.Thread(
-                target=lambda: slow.update(r=client.get("/api/search", params={"text": "cat"}))
-            )
+
+            def first_text_search():
+                began = time.monotonic()
+                slow["response"] = client.get("/api/search", params={"text": "cat"})
+                slow["took"] = time.monotonic() - began
+
+            loading = threading.Thread(target=first_text_search)
             loading.start()
             time.sleep(0.3)
             started = time.monotonic()
             assert client.get("/api/health").status_code == 200
             health_took = time.monotonic() - started
             loading.join()
-            assert slow["r"].status_code == 200
-            assert health_took < 1.0, health_took  # the loop answered while the model loaded
+            assert slow["response"].status_code == 200
+            # The loop answered while the model loaded (seconds): a blocked loop would have
+            # made the health check wait for the whole load. (A busy machine's GIL contention
+            # still slows it: the bound is relative.)
+            assert health_took < slow["took"] / 4, (health_took, slow["took"])
             client.get("/api/search", params={"text": "dog"})
             client.post("/api/embeddings", json={"texts": ["bird"]})
         assert server.output.count('"status": "started"') == 1, server.output

@@ -98,7 +98,7 @@ async def thumbnail(state: State, object_id: int, request: Request) -> Response:
     key = content_key(row["locator"], row["content_hash"])
     etag = _etag(key)
     headers = {"Cache-Control": THUMBNAIL_CACHE, "ETag": etag}
-    if request.headers.get("if-none-match") == etag:
+    if etag in request.headers.get("if-none-match", "").replace("W/", "").split(", "):
         return Response(status_code=304, headers=headers)
     data = await asyncio.to_thread(_thumbnail, state, work_dirs, key, row["locator"])
     return Response(data, media_type="image/webp", headers=headers)

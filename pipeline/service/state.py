@@ -56,7 +56,9 @@ class ServiceState:
             # Its space, now and off the loop: a model whose size is unknown loads to tell it.
             await asyncio.to_thread(lambda: chosen.space)
         url = await resolve_url(config.settings)
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, init=_register_vector)
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=POOL_SIZE, init=_register_vector, reset=_keep_session
+        )
         return cls(config, pool, read_only, pgvector)
 
     async def close(self) -> None:
@@ -127,6 +129,14 @@ async def _register_vector(conn: asyncpg.Connection) -> None:
     await register_vector(conn)
 
 
-def service_state(request: Request) -> ServiceState:
-    """The state of the app serving `request` (a FastAPI dependency)."""
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection needs between requests: nothing. Searches change no session state
+    (their settings are SET LOCAL, in their transaction, which asyncpg rolls back if left
+    open), so asyncpg's default reset (RESET ALL, CLOSE ALL, UNLISTEN, unlock) would only cost
+    every request a round trip."""
+
+
+async def service_state(request: Request) -> ServiceState:
+    """The state of the app serving `request` (a FastAPI dependency: async, so that FastAPI
+    does not hop to a worker thread to call it on every request)."""
     return request.app.state.service
