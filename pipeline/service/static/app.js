@@ -281,14 +281,10 @@ function urlOf(state) {
 }
 
 function go(state, { push = true } = {}) {
-  if (state.mode !== "upload") {
-    const url = urlOf(state);
-    if (push && url !== `${location.pathname}${location.search}`) history.pushState(null, "", url);
-    else history.replaceState(null, "", url);
-  } else if (push) {
-    // An uploaded image cannot travel in a link: the URL keeps only the filters.
-    history.pushState(null, "", urlOf({ ...state, mode: null }));
-  }
+  // An uploaded image cannot travel in a link: for an upload the URL keeps only the filters.
+  const url = urlOf(state.mode === "upload" ? { ...state, mode: null } : state);
+  if (push && url !== `${location.pathname}${location.search}`) history.pushState(null, "", url);
+  else history.replaceState(null, "", url);
   return run(state);
 }
 
@@ -305,33 +301,40 @@ function queryParams(filters, names) {
     prefix: filters.prefix,
   };
   for (const name of names) if (values[name] != null) params.set(name, String(values[name]));
-  for (const expression of filters.where) params.append("where", expression);
+  if (names.includes("where")) {
+    for (const expression of filters.where) params.append("where", expression);
+  }
   return params;
 }
 
 async function fetchResults(state, signal) {
   const { filters } = state;
   if (state.mode === "text") {
-    const params = queryParams(filters, ["space", "k", "min_score", "prefix"]);
+    const params = queryParams(filters, ["space", "k", "min_score", "prefix", "where"]);
     params.set("text", state.text);
     return api(`/search?${params}`, { signal });
   }
   if (state.mode === "similar") {
-    const params = queryParams(filters, ["space", "k", "min_score", "prefix"]);
     const id = encodeURIComponent(state.objectId);
+    // /similar takes k, space and where; a search by the listed image (its stored vector, the
+    // image itself left out: the same answer) takes the prefix and min score as well.
+    const all = ["space", "k", "min_score", "prefix", "where"];
+    const nearest = filters.minScore || filters.prefix
+      ? `/search?image=${id}&${queryParams(filters, all)}`
+      : `/images/${id}/similar?${queryParams(filters, ["space", "k", "where"])}`;
     const [answer, image] = await Promise.all([
-      api(`/images/${id}/similar?${params}`, { signal }),
+      api(nearest, { signal }),
       api(`/images/${id}?${queryParams(filters, ["space"])}`, { signal }),
     ]);
     return { ...answer, image };
   }
   if (state.mode === "diverse") {
-    const params = queryParams(filters, ["space", "n", "prefix"]);
+    const params = queryParams(filters, ["space", "n", "prefix", "where"]);
     return api(`/diverse?${params}`, { signal });
   }
   const form = new FormData();
   form.append("file", state.file, state.file.name);
-  for (const [name, value] of queryParams(filters, ["space", "k", "min_score", "prefix"])) {
+  for (const [name, value] of queryParams(filters, ["space", "k", "min_score", "where"])) {
     form.append(name, value);
   }
   return api("/search", { method: "POST", body: form, signal });
@@ -341,6 +344,8 @@ let inFlight = null;
 
 async function run(state) {
   current = state;
+  // The box shows the query on screen: a text, or nothing for an image, a sample or no query.
+  ui.text.value = state.mode === "text" ? state.text : "";
   const request = ++latestRequest;
   inFlight?.abort();
   inFlight = new AbortController();
@@ -349,11 +354,18 @@ async function run(state) {
     ui.context.hidden = true;
     ui.results.replaceChildren();
     setStatus("");
+    document.body.classList.remove("busy");
     return;
   }
   document.body.classList.add("busy");
   ui.results.setAttribute("aria-busy", "true");
   setStatus(state.mode === "diverse" ? "Sampling…" : "Searching…");
+  const slow = setTimeout(() => {
+    if (request === latestRequest && (state.mode === "text" || state.mode === "upload")) {
+      setStatus("Searching… the server loads its model on the first search of a space: "
+        + "this one can take a while.");
+    }
+  }, 3000);
   try {
     const answer = await fetchResults(state, inFlight.signal);
     if (request !== latestRequest) return;
@@ -372,6 +384,7 @@ async function run(state) {
     renderContext(state, null);
     setStatus(error instanceof ApiError ? error.message : `Something went wrong: ${error}`, true);
   } finally {
+    clearTimeout(slow);
     if (request === latestRequest) {
       document.body.classList.remove("busy");
       ui.results.removeAttribute("aria-busy");
@@ -382,6 +395,8 @@ async function run(state) {
 function rerunWithFilters() {
   if (current.mode === null) return;
   const state = { ...current, filters: filtersFromControls() };
+  // A text edited but not yet searched is what the user sees: the filter applies to it.
+  if (state.mode === "text" && ui.text.value.trim()) state.text = ui.text.value.trim();
   go(state, { push: false });
 }
 
@@ -618,7 +633,6 @@ function wireControls() {
   window.addEventListener("popstate", () => {
     const state = stateFromUrl();
     applyFiltersToControls(state.filters);
-    ui.text.value = state.mode === "text" ? state.text : ui.text.value;
     run(state);
   });
 }
@@ -648,20 +662,27 @@ async function showHealth() {
 }
 
 async function start() {
+  document.body.classList.add("busy"); // until the spaces are in and the link's query answered
   wireControls();
   wireUploads();
   showMinScore();
+  let problem = null;
   try {
-    if ((await loadSpaces()) === 0) {
-      setStatus("No embedding space is loaded yet: run `imgvec run` first.", true);
-    }
+    if ((await loadSpaces()) === 0) problem = "No embedding space is loaded yet: run `imgvec run`.";
   } catch (error) {
-    setStatus(error instanceof ApiError ? error.message : String(error), true);
+    problem = error instanceof ApiError ? error.message : String(error);
   }
   const state = stateFromUrl();
   applyFiltersToControls(state.filters);
-  if (state.mode === "text") ui.text.value = state.text;
-  await go(state, { push: false });
+  // A query in the link still runs (it says what is wrong in its own words); a blank page keeps
+  // the message instead of a welcome that invites searches bound to fail.
+  if (problem && state.mode === null) {
+    ui.welcome.hidden = true;
+    document.body.classList.remove("busy");
+    setStatus(problem, true);
+  } else {
+    await go(state, { push: false });
+  }
   showHealth();
 }
 
