@@ -7,6 +7,7 @@ import io
 import mimetypes
 import os
 import tempfile
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +21,9 @@ class WorkDir:
         self.gcs = parts.scheme == "gs"
         # (a gs:// work dir has no `local`: a path of it used by mistake fails at once)
         self.local: Path
+        # One storage client per thread of this work dir: building one looks up credentials
+        # (~ms to s), too slow per file when a stage writes a thumbnail per image.
+        self._clients = threading.local()
         if self.gcs:
             self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
         else:
@@ -141,9 +145,12 @@ class WorkDir:
         }
 
     def _client(self):
-        import google.cloud.storage
+        client = getattr(self._clients, "client", None)
+        if client is None:
+            import google.cloud.storage
 
-        return google.cloud.storage.Client()
+            client = self._clients.client = google.cloud.storage.Client()
+        return client
 
     def discard(self, scratch_path: str) -> None:
         try:
