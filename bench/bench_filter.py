@@ -1,7 +1,9 @@
 """Filtered search benchmark (issue 15), figures taken in one run.
 
 200k clustered, normalised 512-d vectors (bench_load's (b) data, so recall means something) in a
-space registered the way imgvec registers one, with its HNSW index (m=16, ef_construction=64);
+space registered the way imgvec registers one, with its HNSW index (m=16, ef_construction=64, as
+`imgvec load` builds it; --m and --ef-construction for another), on the embedded PostgreSQL as
+imgvec starts it (shared_buffers sized to the machine; --shared-buffers for another);
 each object carries attributes `{"label": "c000".."c999", "group": "g0".."g9"}` (class names, as
 ImageNet's folders give), drawn at random, independent
 of the clusters (as a class rarely matches an embedding cluster exactly), in `objects.attributes`
@@ -28,10 +30,17 @@ recall counts the rows that exist.
 
     .venv/bin/python bench/bench_filter.py            # 200k vectors, ~10 minutes on 2 cores
     .venv/bin/python bench/bench_filter.py --small    # 20k vectors, a quick check
+    # the ef_search sweep of issue 15, then the same data with PostgreSQL's default memory:
+    .venv/bin/python bench/bench_filter.py --keep /tmp/bf --ef 200,250,300,400
+    .venv/bin/python bench/bench_filter.py --keep /tmp/bf --ef 200,250,300,400 --shared-buffers 128MB
+
+--keep DIR keeps the server's data in DIR and reuses what a previous run left there: the rows are
+loaded once, the index is built again only when --m / --ef-construction differ from its own.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -43,6 +52,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,13 +61,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_load import SPACE, clustered, fresh_database  # noqa: E402
 
-from pipeline.db import open_database  # noqa: E402
-from pipeline.db.spaces import register_space  # noqa: E402
+from pipeline.db import connect, open_database  # noqa: E402
+from pipeline.db.connection import resolve_url  # noqa: E402
+from pipeline.db.spaces import partition_name, register_space  # noqa: E402
 from pipeline.loading.binary_copy import binary_copy  # noqa: E402
-from pipeline.loading.indexing import create_hnsw_index  # noqa: E402
+from pipeline.loading.indexing import build_index  # noqa: E402
 from pipeline.search.where import where_sql  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
+DATABASE = "bench_filter"
 K = 10
 QUERIES = 100
 ROUNDS = 3
@@ -93,9 +105,9 @@ class Setting:
     rounds: int = ROUNDS
 
 
-def settings_to_measure() -> list[Setting]:
+def settings_to_measure(ef_search: list[int]) -> list[Setting]:
     measured = [Setting("exact (GIN + sort)", {})]
-    for ef in EF_SEARCH:
+    for ef in ef_search:
         for mode in ITERATIVE_SCANS:
             settings = {"hnsw.ef_search": str(ef), "hnsw.iterative_scan": mode}
             measured.append(Setting(f"planner     ef={ef:3d} {mode:13s}", settings))
@@ -108,12 +120,15 @@ def settings_to_measure() -> list[Setting]:
     return measured
 
 
-async def load(conn, vectors: np.ndarray) -> tuple[int, dict[str, np.ndarray]]:
-    """Objects with attributes, their vectors in a new space, the HNSW index; returns the space
-    and each attribute's values, in row order."""
-    n = len(vectors)
+def attribute_values(n: int) -> dict[str, np.ndarray]:
+    """Each attribute's values, in row order (the same every run: --keep reuses the rows)."""
     rng = np.random.default_rng(3)
-    values = {name: rng.integers(0, count, n) for name, (count, _) in ATTRIBUTES.items()}
+    return {name: rng.integers(0, count, n) for name, (count, _) in ATTRIBUTES.items()}
+
+
+async def load(conn, vectors: np.ndarray, values: dict[str, np.ndarray]) -> int:
+    """Objects with attributes and their vectors in a new space; returns the space."""
+    n = len(vectors)
     await conn.copy_records_to_table(
         "objects",
         columns=["locator", "scheme", "key", "name", "content_hash", "attributes"],
@@ -137,15 +152,32 @@ async def load(conn, vectors: np.ndarray) -> tuple[int, dict[str, np.ndarray]]:
         source=binary_copy([("int4", space_id), ("int8", ids), ("vector", vectors)], n),
         format="binary",
     )
-    started = time.perf_counter()
-    async with conn.transaction():
-        await conn.execute("SET LOCAL maintenance_work_mem = '2GB'")
-        await conn.execute("SET LOCAL max_parallel_maintenance_workers = 1")
-        await create_hnsw_index(conn, space_id)
-    print(f"    HNSW build: {time.perf_counter() - started:.0f} s", flush=True)
     await conn.execute("VACUUM ANALYZE objects")
-    await conn.execute("ANALYZE embeddings")
-    return space_id, values
+    return space_id
+
+
+async def index(conn, space_id: int, m: int, ef_construction: int) -> None:
+    """The space's HNSW index with these parameters: built as `imgvec index --rebuild` builds it,
+    unless a kept database has it already."""
+    built = await conn.fetchval(
+        "SELECT c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_am a ON a.oid = c.relam WHERE i.indrelid = $1::regclass AND a.amname = 'hnsw'",
+        partition_name(space_id),
+    )
+    if sorted(built or []) == sorted([f"m={m}", f"ef_construction={ef_construction}"]):
+        print(f"    HNSW index m={m}, ef_construction={ef_construction}: kept", flush=True)
+        return
+    started = time.perf_counter()
+    await build_index(
+        conn,
+        space_id,
+        rebuild=True,
+        m=m,
+        ef_construction=ef_construction,
+        maintenance_work_mem="2GB",
+    )
+    took = time.perf_counter() - started
+    print(f"    HNSW build m={m}, ef_construction={ef_construction}: {took:.0f} s", flush=True)
 
 
 def plan_kind(plan: str) -> str:
@@ -185,12 +217,36 @@ async def run_queries(conn, sql: str, setting: Setting, queries, truth) -> list[
     return found
 
 
-async def bench(settings: Settings, n: int) -> None:
+async def kept_space(settings: Settings, n: int) -> tuple[str, int] | None:
+    """The database and space a previous --keep run loaded with the same n rows, or None."""
+    url = await resolve_url(settings)
+    admin = await connect(url, register_vector=False)
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+            return None
+    finally:
+        await admin.close()
+    url = url.replace("/imgvec?", f"/{DATABASE}?")
+    conn = await connect(url, register_vector=False)
+    try:
+        space_id, rows = await conn.fetchrow("SELECT min(space_id), count(*) FROM embeddings")
+    except asyncpg.UndefinedTableError:  # a run stopped before the schema was made
+        return None
+    finally:
+        await conn.close()
+    return (url, space_id) if rows == n else None
+
+
+async def bench(settings: Settings, n: int, args: argparse.Namespace) -> None:
     print(f"{n:,} clustered, normalised 512-d vectors; label: 1,000 values, group: 10")
-    url = await fresh_database(settings, "bench_filter")
+    vectors, values = clustered(n, seed=1), attribute_values(n)
+    kept = await kept_space(settings, n) if args.keep else None
+    url = kept[0] if kept else await fresh_database(settings, DATABASE)
     async with open_database(Settings(database_url=url)) as conn:
-        vectors = clustered(n, seed=1)
-        space_id, values = await load(conn, vectors)
+        space_id = kept[1] if kept else await load(conn, vectors, values)
+        await index(conn, space_id, args.m, args.ef_construction)
+        memory = await conn.fetchval("SHOW shared_buffers")
+        print(f"    shared_buffers {memory}, load average {os.getloadavg()[0]:.1f}", flush=True)
         await conn.execute("SET plan_cache_mode = force_custom_plan")
         rng = np.random.default_rng(4)
         probes = vectors[rng.integers(0, n, QUERIES)]
@@ -208,7 +264,7 @@ async def bench(settings: Settings, n: int) -> None:
                 value = spelling.format(rng.integers(count))
                 condition, bound = where_sql([f"{attribute}={value}"], first_parameter=6)
                 queries.append((probe, space_id, K, None, None, *bound))
-            measured = settings_to_measure()
+            measured = settings_to_measure(args.ef)
             for round_ in range(ROUNDS):
                 exact = EXACT.format(dim=dim, condition=condition)
                 truth = await run_queries(conn, exact, measured[0], queries, None)
@@ -227,22 +283,45 @@ async def bench(settings: Settings, n: int) -> None:
                 )
 
 
-def main(n: int) -> None:
+def main(args: argparse.Namespace) -> None:
     from pipeline.db.embedded import EmbeddedPostgres
 
-    scratch = Path(tempfile.mkdtemp(prefix="imgvec-bench-filter-", dir="/tmp"))
+    scratch = Path(args.keep or tempfile.mkdtemp(prefix="imgvec-bench-filter-", dir="/tmp"))
     home = scratch / "home"
     os.environ.pop("DATABASE_URL", None)
     os.environ["IMGVEC_HOME"] = str(home)
+    server = EmbeddedPostgres(home / "pgdata")
+    server.stop()  # a kept server may run with other memory
     try:
-        asyncio.run(bench(Settings(), n))
+        server.start(shared_buffers=args.shared_buffers)
+        asyncio.run(bench(Settings(), 20_000 if args.small else 200_000, args))
     finally:
-        EmbeddedPostgres(home / "pgdata").stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--small", action="store_true", help="20k vectors, not 200k")
+    parser.add_argument("--m", type=int, default=16, help="HNSW m (imgvec's: 16)")
+    parser.add_argument(
+        "--ef-construction", type=int, default=64, help="HNSW ef_construction (imgvec's: 64)"
+    )
+    parser.add_argument(
+        "--ef",
+        type=lambda text: [int(ef) for ef in text.split(",")],
+        default=list(EF_SEARCH),
+        help="hnsw.ef_search values, comma-separated (default: 40,100,400)",
+    )
+    parser.add_argument(
+        "--shared-buffers", help="the server's shared_buffers (default: as imgvec sizes it)"
+    )
+    parser.add_argument("--keep", metavar="DIR", help="keep the server's data in DIR, reuse it")
+    return parser.parse_args()
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] in (["-h"], ["--help"]):
-        print(__doc__)
-    else:
-        main(20_000 if "--small" in sys.argv[1:] else 200_000)
+    main(parse_args())
