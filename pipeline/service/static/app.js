@@ -67,6 +67,10 @@ function formatScore(score) {
   return typeof score === "number" ? score.toFixed(3) : "";
 }
 
+function plural(count, noun) {
+  return typeof count === "number" ? `${count} ${noun}${count === 1 ? "" : "s"}` : `? ${noun}s`;
+}
+
 function formatBytes(size) {
   if (typeof size !== "number") return "";
   const units = ["B", "KB", "MB", "GB"];
@@ -374,9 +378,8 @@ async function run(state) {
     if (!answer.results?.length) {
       setStatus(answer.note || "No images match. Try fewer filters or a lower minimum score.");
     } else {
-      const count = answer.results.length;
-      const what = state.mode === "diverse" ? "cluster" : "image";
-      setStatus(`${count} ${what}${count === 1 ? "" : "s"} in ${answer.space ?? "the space"}`);
+      const what = plural(answer.results.length, state.mode === "diverse" ? "cluster" : "image");
+      setStatus(`${what} in ${answer.space ?? "the space"}`);
     }
   } catch (error) {
     if (request !== latestRequest || error.name === "AbortError") return;
@@ -496,7 +499,7 @@ function resultCard(result, mode) {
   if (mode === "diverse" && typeof result.cluster === "number") {
     facts.push(element("span", {
       className: "cluster",
-      text: `cluster ${result.cluster + 1} · ${result.cluster_size ?? "?"} images`,
+      text: `cluster ${result.cluster + 1} · ${plural(result.cluster_size, "image")}`,
     }));
   } else if (typeof result.score === "number") {
     facts.push(element("span", { className: "score", text: formatScore(result.score) }));
@@ -509,8 +512,10 @@ function resultCard(result, mode) {
 
   const open = element("button", {
     className: "card-open",
-    attrs: { type: "button", title: name, "aria-label": `More like ${name}` },
+    // Read out as "More like <name>, <score or cluster>, <attributes>": what the card shows.
+    attrs: { type: "button", title: name },
   }, [
+    element("span", { className: "visually-hidden", text: "More like " }),
     element("span", { className: "thumb" }, [thumbnail]),
     element("span", { className: "card-name", text: name }),
     element("span", { className: "card-facts" }, facts),
