@@ -223,6 +223,8 @@ def test_errors_are_problem_json_with_a_clear_detail(api):
     assert "is not a listed image" in problem(
         api.get("/api/search", params={"image": "red/99.png"}), 404
     )
+    typo = problem(api.get("/api/search", params={"image": "red/0.png"}), 404)
+    assert "did you mean 'red/0" in typo, typo
     assert "99999" in problem(api.get("/api/images/99999/similar"), 404)
     assert problem(api.get("/api/images/99999"), 404)
     assert problem(api.get("/api/images/99999/thumbnail"), 404)

@@ -15,6 +15,7 @@ from pipeline.service.uploads import ListedOnlyReader, read_upload
 router = APIRouter(prefix="/api", tags=["search"])
 
 MAX_K = 1000
+_GIVE = "give an object id, a listed name or a listed locator"
 State = Annotated[ServiceState, Depends(service_state)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many images.")]
 MinScore = Annotated[
@@ -106,9 +107,24 @@ async def check_listed(conn, names: list[str]) -> None:
             "SELECT EXISTS (SELECT 1 FROM objects WHERE locator = $1 OR name = $1)", name
         )
         if not listed:
-            raise Problem(
-                404, f"{name!r} is not a listed image: give an object id, a listed name or locator"
-            )
+            close = await _close_names(conn, name)
+            hint = f"did you mean {' or '.join(map(repr, close))}?" if close else _GIVE
+            raise Problem(404, f"{name!r} is not a listed image: {hint}")
+
+
+async def _close_names(conn, name: str) -> list[str]:
+    """Listed names `name` may be a typo of (a typo keeps the length within a few characters,
+    which bounds what is read on a big table)."""
+    import difflib
+
+    rows = await conn.fetch(
+        """
+        SELECT DISTINCT name FROM objects WHERE deleted_at IS NULL
+            AND length(name) BETWEEN length($1) - 3 AND length($1) + 3 LIMIT 50000
+        """,
+        name,
+    )
+    return difflib.get_close_matches(name, [r["name"] for r in rows], n=3, cutoff=0.6)
 
 
 async def listed_source(conn, source: str) -> str:
