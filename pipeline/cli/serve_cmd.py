@@ -94,10 +94,14 @@ def _serve(config) -> None:
         f"{'; token required' if config.token else ''})",
         err=True,
     )
+    from pipeline import interrupt
+
     try:
         uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
     except KeyboardInterrupt:  # uvicorn stopped cleanly, then re-raised the signal it caught
-        from pipeline import interrupt
-
+        pass
+    # A run of POST /api/runs that wound down on the signal leaves only the flag (uvicorn returns
+    # normally then): exit as a stopped `imgvec run` does, 130 / 143.
+    if interrupt.requested():
         typer.echo(f"imgvec serve: {interrupt.describe()}", err=True)
-        raise typer.Exit(interrupt.exit_code()) from None
+        raise typer.Exit(interrupt.exit_code())
