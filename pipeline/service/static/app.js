@@ -45,6 +45,7 @@ let spaces = [];
 let extraWheres = []; // filters from the link that no picker shows
 let current = { mode: null }; // the query on screen
 let latestRequest = 0;
+let uploadPreview = null; // the object URL of the uploaded image shown beside its results
 
 // ---------------------------------------------------------------------------------------------
 // DOM helpers: elements with text, never markup.
@@ -436,7 +437,7 @@ function renderContext(state, answer) {
       className: "context-thumb",
       attrs: { alt: "", width: "64", height: "64" },
     });
-    preview.src = URL.createObjectURL(state.file);
+    preview.src = state.preview;
     parts.push(preview, element("div", {}, [
       element("h1", { className: "context-title", attrs: { tabindex: "-1" } }, [
         document.createTextNode("Images like "),
@@ -554,7 +555,10 @@ function searchWithFile(file) {
     setStatus(`${file.name} is not an image (${file.type}).`, true);
     return;
   }
-  go({ mode: "upload", file, filters: filtersFromControls() });
+  // One object URL per upload (re-runs with other filters reuse it), released by the next.
+  if (uploadPreview) URL.revokeObjectURL(uploadPreview);
+  uploadPreview = URL.createObjectURL(file);
+  go({ mode: "upload", file, preview: uploadPreview, filters: filtersFromControls() });
 }
 
 function hasFiles(event) {
