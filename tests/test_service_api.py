@@ -119,6 +119,11 @@ def test_search_by_upload_finds_the_same_image(api, gallery):
         "/api/search", files={"file": ("q.png", data)}, data={"text": "green", "k": "2"}
     )
     assert len(hybrid.json()["results"]) == 2
+    only_red = api.post(
+        "/api/search", files={"file": ("q.png", data)}, data={"prefix": "red/", "k": "4"}
+    ).json()
+    assert only_red["query"]["prefix"] == "red/"
+    assert [r["name"][:4] for r in only_red["results"]] == ["red/"] * 4
 
 
 def test_image_metadata_similar_thumbnail_and_original(api, gallery):
@@ -135,6 +140,10 @@ def test_image_metadata_similar_thumbnail_and_original(api, gallery):
     assert red not in [r["object_id"] for r in similar["results"]]
     only_blue = api.get(f"/api/images/{red}/similar", params={"where": "class=blue"}).json()
     assert {r["attributes"]["class"] for r in only_blue["results"]} == {"blue"}
+    named = api.get(f"/api/images/{red}/similar", params={"prefix": "green/", "k": 3}).json()
+    assert [r["name"][:6] for r in named["results"]] == ["green/"] * 3
+    picky = api.get(f"/api/images/{red}/similar", params={"min_score": 0.9999}).json()
+    assert picky["results"] == [] and "0.9999" in picky["note"]
 
     thumbnail = api.get(f"/api/images/{red}/thumbnail")
     assert thumbnail.headers["content-type"] == "image/webp"

@@ -8,6 +8,7 @@ and scaled to the space."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -90,7 +91,8 @@ async def diverse(
         return picks
     if method == "random":
         return Picks(_pick(row, None, None, None) for row in rows)
-    return _kmeans_picks(rows, n, seed)
+    # Seconds of CPU for a big sample: off the event loop (the service answers meanwhile).
+    return await asyncio.to_thread(_kmeans_picks, rows, n, seed)
 
 
 def _kmeans_picks(rows, n: int, seed: int) -> Picks:

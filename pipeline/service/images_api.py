@@ -72,16 +72,26 @@ async def similar(
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     space: str | None = None,
     where: Annotated[list[str] | None, Query()] = None,
+    min_score: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+    prefix: Annotated[str | None, Query(description="Names starting with this.")] = None,
 ) -> dict[str, Any]:
     """The images nearest to a listed image's stored vector (itself never among them)."""
     from pipeline.search import similar_to
 
     async with state.pool.acquire() as conn:
         chosen = await state.space(conn, space)
-        matches = await similar_to(conn, chosen, object_id, k, where=where)
+        matches = await similar_to(
+            conn, chosen, object_id, k, where=where, min_score=min_score, prefix=prefix
+        )
     return {
         "space": chosen.name,
-        "query": {"object_id": object_id, "k": k, "where": where},
+        "query": {
+            "object_id": object_id,
+            "k": k,
+            "where": where,
+            "min_score": min_score,
+            "prefix": prefix,
+        },
         "results": [match_result(m) for m in matches],
         "note": matches.why_empty,
     }

@@ -80,15 +80,31 @@ async def search_by_upload(
     min_score: Annotated[float | None, Form(ge=0.0, le=1.0)] = None,
     space: Annotated[str | None, Form()] = None,
     where: Annotated[list[str] | None, Form()] = None,
+    prefix: Annotated[str | None, Form(description="Names starting with this.")] = None,
 ) -> dict[str, Any]:
     """The images nearest to an uploaded image (and a text, if given: hybrid)."""
     data = await read_upload(file, state.config.max_upload_bytes)
     async with state.pool.acquire() as conn:
         chosen = await state.space(conn, space)
         matches = await _search(
-            conn, state, chosen, text=text, upload=data, k=k, min_score=min_score, where=where
+            conn,
+            state,
+            chosen,
+            text=text,
+            upload=data,
+            k=k,
+            min_score=min_score,
+            where=where,
+            prefix=prefix,
         )
-    query = {"text": text, "file": file.filename, "k": k, "min_score": min_score, "where": where}
+    query = {
+        "text": text,
+        "file": file.filename,
+        "k": k,
+        "min_score": min_score,
+        "where": where,
+        "prefix": prefix,
+    }
     return answer(chosen.name, query, matches)
 
 

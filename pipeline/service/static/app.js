@@ -321,14 +321,9 @@ async function fetchResults(state, signal) {
   }
   if (state.mode === "similar") {
     const id = encodeURIComponent(state.objectId);
-    // /similar takes k, space and where; a search by the listed image (its stored vector, the
-    // image itself left out: the same answer) takes the prefix and min score as well.
     const all = ["space", "k", "min_score", "prefix", "where"];
-    const nearest = filters.minScore || filters.prefix
-      ? `/search?image=${id}&${queryParams(filters, all)}`
-      : `/images/${id}/similar?${queryParams(filters, ["space", "k", "where"])}`;
     const [answer, image] = await Promise.all([
-      api(nearest, { signal }),
+      api(`/images/${id}/similar?${queryParams(filters, all)}`, { signal }),
       api(`/images/${id}?${queryParams(filters, ["space"])}`, { signal }),
     ]);
     return { ...answer, image };
@@ -339,7 +334,7 @@ async function fetchResults(state, signal) {
   }
   const form = new FormData();
   form.append("file", state.file, state.file.name);
-  for (const [name, value] of queryParams(filters, ["space", "k", "min_score", "where"])) {
+  for (const [name, value] of queryParams(filters, ["space", "k", "min_score", "prefix", "where"])) {
     form.append(name, value);
   }
   return api("/search", { method: "POST", body: form, signal });

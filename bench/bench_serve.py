@@ -1,0 +1,265 @@
+"""`imgvec serve` benchmark (issue 16), figures taken in one run.
+
+200k clustered, normalised 512-d vectors (bench_load's data) loaded into the space of the default
+CLIP backend (ViT-B-32, no weights: the vectors are the clustered ones, so recall means something
+and text queries still run the real text tower), objects named like files, the HNSW index built.
+Then, against a real `imgvec serve` (a child process, uvicorn on 127.0.0.1):
+
+- `GET /api/images/{id}/similar?k=10` — p50 / p99 latency and requests/s with 1 and 16 concurrent
+  clients, beside the same query run directly (`pipeline.search.similar_to` on an asyncpg pool in
+  this process: the SQL the endpoint runs, without HTTP, JSON and the service around it). The
+  same object ids in the same order for both; the rounds are interleaved (this machine is shared).
+- `GET /api/search?text=…` — p50 including the text embedding (the model loaded by a first
+  request, which is reported on its own), beside `pipeline.search.search` in this process.
+
+The HTTP client (httpx) and asyncpg run in this process, on the same 2 cores as the server and
+the database: the ratio is of the whole round trip, client costs included on both sides.
+
+    .venv/bin/python bench/bench_serve.py            # 200k vectors, ~5 minutes on 2 cores
+    .venv/bin/python bench/bench_serve.py --small    # 20k vectors, a quick check
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_load import clustered, fresh_database  # noqa: E402
+
+from pipeline.db import open_database  # noqa: E402
+from pipeline.db.connection import connect  # noqa: E402
+from pipeline.db.spaces import register_space  # noqa: E402
+from pipeline.loading.binary_copy import binary_copy  # noqa: E402
+from pipeline.loading.indexing import create_hnsw_index  # noqa: E402
+from pipeline.plugins import get_backend  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+
+K = 10
+REQUESTS = 400  # per client count and side, per round
+ROUNDS = 3
+TEXTS = ("a red car", "a cat on a sofa", "mountains at dawn", "a bowl of fruit", "city at night")
+
+
+async def load(conn, vectors: np.ndarray, space) -> tuple[int, list[int]]:
+    n = len(vectors)
+    await conn.copy_records_to_table(
+        "objects",
+        columns=["locator", "scheme", "key", "name", "content_hash", "content_type"],
+        records=(
+            (
+                f"file:///bench/{i:06d}.jpg",
+                "file",
+                f"/bench/{i:06d}.jpg",
+                f"{i:06d}.jpg",
+                f"md5:{i:032x}",
+                "image/jpeg",
+            )
+            for i in range(n)
+        ),
+    )
+    space_id = await register_space(conn, space)
+    ids = [r[0] for r in await conn.fetch("SELECT object_id FROM objects ORDER BY object_id")]
+    await conn.copy_to_table(
+        "embeddings",
+        columns=["space_id", "object_id", "embedding", "content_hash"],
+        source=binary_copy(
+            [
+                ("int4", space_id),
+                ("int8", ids),
+                ("vector", vectors),
+                ("text", [f"md5:{i:032x}" for i in range(n)]),
+            ],
+            n,
+        ),
+        format="binary",
+    )
+    started = time.perf_counter()
+    async with conn.transaction():
+        await conn.execute("SET LOCAL maintenance_work_mem = '2GB'")
+        await conn.execute("SET LOCAL max_parallel_maintenance_workers = 1")
+        await create_hnsw_index(conn, space_id)
+    print(f"  HNSW build: {time.perf_counter() - started:.0f} s", flush=True)
+    await conn.execute("VACUUM ANALYZE objects")
+    await conn.execute("ANALYZE embeddings")
+    return space_id, ids
+
+
+def start_server(url: str, port: int, scratch: Path) -> subprocess.Popen:
+    env = dict(os.environ, DATABASE_URL=url, IMGVEC_WORK_DIR=str(scratch / "work"))
+    server = subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/imgvec"),
+            "serve",
+            "--port",
+            str(port),
+            "--pretrained",
+            "none",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(scratch / "serve.log", "w"),  # noqa: SIM115 - the child owns it
+    )
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            break
+        time.sleep(0.2)
+    server.kill()
+    raise SystemExit(f"imgvec serve did not start: {(scratch / 'serve.log').read_text()[-2000:]}")
+
+
+async def timed(call, args: list, clients: int) -> tuple[list[float], float]:
+    """Latencies (ms) of `call(arg)` for every arg, `clients` at a time; and requests/s."""
+    queue = list(reversed(args))
+    latencies: list[float] = []
+
+    async def client():
+        while queue:
+            arg = queue.pop()
+            started = time.perf_counter()
+            await call(arg)
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, len(args) / (time.perf_counter() - started)
+
+
+def line(label: str, latencies: list[float], rate: float | None = None) -> str:
+    p50, p99 = np.percentile(latencies, [50, 99])
+    per_second = f", {rate:7.0f} req/s" if rate is not None else ""
+    return f"    {label:34s} p50 {p50:6.2f} ms, p99 {p99:7.2f} ms{per_second}"
+
+
+async def bench(settings: Settings, n: int, scratch: Path) -> None:
+    import httpx
+
+    from pipeline.search import search, similar_to
+
+    backend = get_backend("clip", model="ViT-B-32", pretrained="none")
+    space = backend.space
+    print(f"{n:,} clustered, normalised 512-d vectors in space {space.name}")
+    url = await fresh_database(settings, "bench_serve")
+    async with open_database(Settings(database_url=url)) as conn:
+        _, ids = await load(conn, clustered(n, seed=1), space)
+    port = 18_000 + os.getpid() % 1000
+    server = start_server(url, port, scratch)
+    pool = [await connect(url) for _ in range(16)]
+    free = list(pool)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            timeout=60,
+        ) as http:
+
+            async def api_similar(object_id: int) -> None:
+                response = await http.get(f"/api/images/{object_id}/similar", params={"k": K})
+                response.raise_for_status()
+                assert len(response.json()["results"]) == K
+
+            async def sql_similar(object_id: int) -> None:
+                conn = free.pop()
+                try:
+                    assert len(await similar_to(conn, space, object_id, K)) == K
+                finally:
+                    free.append(conn)
+
+            rng = np.random.default_rng(5)
+            print("  GET /api/images/{id}/similar?k=10 vs the same query on asyncpg:", flush=True)
+            results: dict[tuple[str, int], list] = {}
+            for round_ in range(ROUNDS):
+                for clients in (1, 16):
+                    chosen = [int(i) for i in rng.choice(ids, REQUESTS)]
+                    for side, call in (("direct SQL", sql_similar), ("API", api_similar)):
+                        latencies, rate = await timed(call, chosen, clients)
+                        results.setdefault((side, clients), []).append((latencies, rate))
+            for clients in (1, 16):
+                for side in ("direct SQL", "API"):
+                    runs = results[(side, clients)]
+                    latencies = [x for lat, _ in runs for x in lat]
+                    rate = float(np.median([r for _, r in runs]))
+                    print(line(f"{side}, {clients:2d} client(s)", latencies, rate))
+                direct, api = (
+                    (
+                        np.median([np.median(lat) for lat, _ in results[(s, clients)]]),
+                        np.median([r for _, r in results[(s, clients)]]),
+                    )
+                    for s in ("direct SQL", "API")
+                )
+                print(
+                    f"    -> {clients} client(s): the API adds {api[0] - direct[0]:+.2f} ms to p50; "
+                    f"rate {api[1] / direct[1]:.2f}x the direct SQL's",
+                    flush=True,
+                )
+
+            print("  text search, k=10 (the text embedded on every request):", flush=True)
+            started = time.perf_counter()
+            (await http.get("/api/search", params={"text": "warm up", "k": K})).raise_for_status()
+            print(f"    first request (loads the model): {time.perf_counter() - started:.1f} s")
+            backend.check()  # this process's model, loaded outside the timing
+
+            async def api_text(text: str) -> None:
+                response = await http.get("/api/search", params={"text": text, "k": K})
+                response.raise_for_status()
+
+            async def sql_text(text: str) -> None:
+                conn = free.pop()
+                try:
+                    await search(conn, backend, text=text, k=K)
+                finally:
+                    free.append(conn)
+
+            texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(60)]
+            for side, call in (("in-process search()", sql_text), ("GET /api/search?text=", api_text)):
+                latencies, _ = await timed(call, texts, 1)
+                print(line(side, latencies))
+    finally:
+        for conn in pool:
+            await conn.close()
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def main(n: int) -> None:
+    from pipeline.db.embedded import EmbeddedPostgres
+
+    scratch = Path(tempfile.mkdtemp(prefix="imgvec-bench-serve-", dir="/tmp"))
+    home = scratch / "home"
+    os.environ.pop("DATABASE_URL", None)
+    os.environ["IMGVEC_HOME"] = str(home)
+    try:
+        asyncio.run(bench(Settings(), n, scratch))
+    finally:
+        EmbeddedPostgres(home / "pgdata").stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+    else:
+        main(20_000 if "--small" in sys.argv[1:] else 200_000)
