@@ -1,6 +1,7 @@
 # The imgvec image: `docker compose build` once, then every `docker compose run --rm imgvec …`
 # starts at once (nothing is installed at run time). CPU-only torch, every extra (clip, vertex, s3, parquet, serve),
 # and the PostgreSQL client for `imgvec psql`.
+# Dockerfile.cuda is the same image with CUDA torch, for GPU nodes (deploy/README.md).
 FROM python:3.12-slim
 
 ENV PIP_NO_CACHE_DIR=1 \
