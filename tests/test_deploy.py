@@ -37,6 +37,8 @@ def the_container(pod_spec: dict) -> dict:
     assert container["image"] and container["args"][0] == "run", container
     # The same command in every task: the shard comes from the engine, never from the recipe.
     assert not any(arg.startswith("--shard") for arg in container["args"])
+    # Quantities are strings in both APIs' JSON (Kubernetes' own client refuses a number).
+    assert all(type(q) is str for part in container["resources"].values() for q in part.values())
     return container
 
 
@@ -76,6 +78,7 @@ def test_cloud_run_job(relative):
     assert isinstance(tasks, int) and 1 <= execution["parallelism"] <= tasks
     task = execution["template"]["spec"]
     assert isinstance(task["maxRetries"], int) and 1 <= task["maxRetries"] <= 10
+    assert isinstance(task["timeoutSeconds"], str)  # an int64: a string in the v1 API's JSON
     timeout = int(task["timeoutSeconds"])
     assert 600 <= timeout <= (3600 if "gpu" in relative else 7 * 24 * 3600)
     container = the_container(task)
@@ -126,14 +129,11 @@ def test_kubernetes_indexed_job(relative):
     [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/work"]
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert volume["persistentVolumeClaim"]["claimName"]
-    wants_gpu(relative, container, container["resources"].get("limits", {}).get("nvidia.com/gpu"))
+    wants_gpu(relative, container, container["resources"]["limits"].get("nvidia.com/gpu"))
     # What each pod then reads: its index from Kubernetes, the count from IMGVEC_SHARDS.
-    engine = {
-        "JOB_COMPLETION_INDEX": str(completions - 1),
-        "IMGVEC_RUN_ID": job["metadata"]["name"],
-    }
+    engine = {"JOB_COMPLETION_INDEX": str(completions - 1), "IMGVEC_RUN_ID": "imgvec-nightly"}
     assert shard_from_environment(env | engine) == Shard(completions - 1, completions)
-    assert run_id_from_environment(env | engine) == job["metadata"]["name"]
+    assert run_id_from_environment(env | engine) == "imgvec-nightly"
     with pytest.raises(ValueError, match="IMGVEC_SHARDS"):
         shard_from_environment({"JOB_COMPLETION_INDEX": "0"})
 
