@@ -103,7 +103,8 @@ KUBERNETES_JOBS = ["kubernetes/indexed-job.yaml", "kubernetes/indexed-job-gpu.ya
 @pytest.mark.parametrize("relative", KUBERNETES_JOBS)
 def test_kubernetes_indexed_job(relative):
     job = load(relative)
-    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job" and job["metadata"]["name"]
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    assert "name" not in job["metadata"] and job["metadata"]["generateName"]  # a new run id each
     spec = job["spec"]
     completions = spec["completions"]
     assert spec["completionMode"] == "Indexed"
