@@ -121,6 +121,11 @@ class EmbeddingBackend(abc.ABC):
     def embed_text_batch(self, texts: list[str]) -> np.ndarray:
         """One vector per text, in the same space as the images."""
 
+    def share_quota(self, tasks: int) -> None:
+        """This process is one of `tasks` (shards of one run) sharing the backend's quota: a
+        backend with a service quota (Vertex AI) paces at 1/tasks of it. Local models: nothing."""
+        return None
+
     def check(self) -> None:
         """Make sure the backend can work (its weights exist, its settings are valid), loading
         what it must. Called before a space is first registered, so that a typo never creates

@@ -1,6 +1,7 @@
 """Google Vertex AI `multimodalembedding@001` through the gapic PredictionServiceClient (the
 `vertex` extra; the `vertexai.vision_models` wrapper is deprecated). One image per request, as the
-API requires; a client-side rate limit fills the quota, and quota errors are retried with backoff.
+API requires; a client-side rate limit fills the quota of each region (a run's N tasks take 1/N of
+it each: `share_quota`), requests spread over the regions, and quota errors are retried with backoff.
 
 Vertex gets only what it documents: JPEG or PNG (`mimeType` image/jpeg or image/png), at most 20 MB
 (base64 images: once transcoded to PNG; Cloud Storage images: as stored). What it is sent is the
@@ -28,6 +29,8 @@ from pipeline.embedding.backends.vertex_requests import (
     MIME_TYPES,
     VertexImage,
     as_gcs_uri,
+    prediction_clients,
+    refusal_reason,
     request_image,
     takes_as_stored,
 )
@@ -37,6 +40,7 @@ from pipeline.errors import ConfigError
 
 MODEL = "multimodalembedding@001"
 DIMENSIONS = (128, 256, 512, 1408)
+_REGION = re.compile(r"[a-z][a-z0-9-]*[a-z0-9]")
 CREDENTIALS_HINT = (
     "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
     "service account key file; name the project with --project (or GOOGLE_CLOUD_PROJECT)"
@@ -52,7 +56,10 @@ class VertexOptions(BaseModel):
     project: str | None = Field(
         None, description="Google Cloud project. Default: from credentials."
     )
-    location: str = Field("us-central1", description="Vertex AI region.")
+    location: str = Field(
+        "us-central1",
+        description="Vertex AI region, or several, comma-separated (each has its own quota).",
+    )
     api_endpoint: str | None = Field(
         None, description="Override the API endpoint (http:// for a local stand-in)."
     )
@@ -60,7 +67,8 @@ class VertexOptions(BaseModel):
     rate_limit: float = Field(
         120,  # the documented default quota
         gt=0,
-        description="Requests per minute (your quota; default is the documented default quota).",
+        description="Requests per minute per region: the project's quota (default: the documented "
+        "default), shared by all tasks of a run (each paces at rate/tasks).",
     )
     concurrency: int = Field(16, ge=1, description="Requests in flight.")
 
@@ -70,6 +78,17 @@ class VertexOptions(BaseModel):
         if dimension not in DIMENSIONS:
             raise ValueError(f"must be one of {', '.join(map(str, DIMENSIONS))}, not {dimension}")
         return dimension
+
+    @field_validator("location")
+    @classmethod
+    def _regions(cls, location: str) -> str:
+        regions = [region.strip() for region in location.split(",")]
+        # A region names a host (`{region}-aiplatform.googleapis.com`): nothing else gets in.
+        if not all(_REGION.fullmatch(region) for region in regions):
+            raise ValueError(f"not a region or comma-separated regions: {location!r}")
+        if len(set(regions)) < len(regions):
+            raise ValueError(f"a region is named twice: {location!r}")
+        return ",".join(regions)
 
 
 class VertexBackend(EmbeddingBackend):
@@ -113,18 +132,21 @@ class VertexBackend(EmbeddingBackend):
         self.exceptions = exceptions
         self.dimension = options.dimension
         self.concurrency = options.concurrency
-        self.limiter = RateLimiter(options.rate_limit)
+        # One quota per region; where a request goes is where its rate-limit slot is free.
+        self.locations = options.location.split(",")
+        self.limiter = RateLimiter(options.rate_limit, quotas=len(self.locations))
         self.request_timeout = request_timeout
         self.retry_deadline = retry_deadline
         self.backoff = backoff
-        self._endpoint = api_endpoint or f"{options.location}-aiplatform.googleapis.com"
+        self._api_endpoint = api_endpoint
         self._transport = options.transport
         self._credentials = credentials
-        self._client: Any = None  # the gapic client, made on first use
+        self._clients: list[Any] = []  # the regions' gapic clients, made on first use
         self._client_lock = threading.Lock()
-        self.model_path = (
-            f"projects/{project}/locations/{options.location}/publishers/google/models/{MODEL}"
-        )
+        self.model_paths = [
+            f"projects/{project}/locations/{location}/publishers/google/models/{MODEL}"
+            for location in self.locations
+        ]
         # Retried: quota (HTTP 429 / gRPC RESOURCE_EXHAUSTED) and passing server trouble.
         self._retryable = (
             exceptions.TooManyRequests,
@@ -136,28 +158,19 @@ class VertexBackend(EmbeddingBackend):
             ConnectionError,
         )
 
-    @property
-    def client(self):
-        """The gapic client, made on first use: importing it takes a second or two, which a
-        rerun with nothing to embed should not pay."""
+    def share_quota(self, tasks: int) -> None:
+        """`tasks` processes share the project's quota in each region: pace at rate/tasks."""
+        self.limiter.share(tasks)
+
+    def clients(self) -> list[Any]:
+        """Each region's gapic client, made on first use: importing them takes a second or two,
+        which a rerun with nothing to embed should not pay."""
         with self._client_lock:
-            if self._client is None:
-                from google.cloud.aiplatform_v1.services.prediction_service import (
-                    PredictionServiceClient,
+            if not self._clients:
+                self._clients = prediction_clients(
+                    self.locations, self._api_endpoint, self._credentials, self._transport
                 )
-
-                credentials = self._credentials
-                if self._endpoint.startswith("http://"):
-                    # A local stand-in (tests, emulators) takes no credentials.
-                    from google.auth.credentials import AnonymousCredentials
-
-                    credentials = credentials or AnonymousCredentials()
-                self._client = PredictionServiceClient(
-                    credentials=credentials,
-                    transport=self._transport,
-                    client_options={"api_endpoint": self._endpoint},
-                )
-            return self._client
+            return self._clients
 
     @property
     def space(self) -> EmbeddingSpace:
@@ -231,7 +244,8 @@ class VertexBackend(EmbeddingBackend):
             vector = self._predict({"image": image.instance()}, "imageEmbedding")
             return np.array(vector, dtype=np.float32)
         except (self.exceptions.BadRequest, self.exceptions.NotFound) as err:
-            return ItemFailure(f"Vertex AI refused the image: {_reason(err)}", permanent=True)
+            reason = f"Vertex AI refused the image: {refusal_reason(err)}"
+            return ItemFailure(reason, permanent=True)
         except self._retryable as err:
             return ItemFailure(
                 f"Vertex AI kept failing for {self.retry_deadline:.0f}s: {type(err).__name__}",
@@ -243,6 +257,9 @@ class VertexBackend(EmbeddingBackend):
 
         request_instance = json_format.ParseDict(instance, struct_pb2.Value())
         parameters = json_format.ParseDict({"dimension": self.dimension}, struct_pb2.Value())
+        # Made before a rate-limit slot is taken: slots taken while the first client is made
+        # would all go at once when it is ready, a burst the quota's next minute pays for.
+        clients = self.clients()
         for attempt in Retrying(
             retry=retry_if_exception_type(self._retryable),
             # Exponential backoff with full jitter, capped at 10 s: a longer cap idles every worker long
@@ -252,21 +269,15 @@ class VertexBackend(EmbeddingBackend):
             reraise=True,
         ):
             with attempt:
-                self.limiter.acquire()  # every attempt counts against the quota
-                response = self.client.predict(
-                    endpoint=self.model_path,
+                # Every attempt counts against the quota of the region it goes to.
+                region = self.limiter.acquire()
+                response = clients[region].predict(
+                    endpoint=self.model_paths[region],
                     instances=[request_instance],
                     parameters=parameters,
                     timeout=self.request_timeout,
                 )
         return list(response.predictions[0][field])
-
-
-def _reason(err) -> str:
-    """The service's message, without the request's URL (it names the project)."""
-    message = str(getattr(err, "message", "") or err)
-    message = re.sub(r"^(POST|GET) \S+: ", "", message)
-    return re.sub(r"\S*projects/[^\s:]+(:\w+)?", "…", message)
 
 
 def _default_credentials():

@@ -1,14 +1,17 @@
 """What a Vertex AI request carries for an image: its bytes (base64) or, for a Cloud Storage object
 the service can read as stored, its `gcsUri`; and which of the two an object gets (a look at its
 first and last bytes decides, so a gs:// object that is not a plain JPEG or PNG is read, checked
-and re-encoded instead of costing a refused request)."""
+and re-encoded instead of costing a refused request). Also where requests go (a client per
+region) and what a refusal says."""
 
 from __future__ import annotations
 
 import base64
 import io
 import math
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.embedding.backends.base import ImageItem
 from pipeline.embedding.images import MAX_PIXELS, Decoded
@@ -121,3 +124,33 @@ def takes_as_stored(item: ImageItem, decoded: Decoded, data: bytes) -> bool:
         and _plain(decoded, data)
         and len(data) <= MAX_IMAGE_BYTES
     )
+
+
+def refusal_reason(err) -> str:
+    """The service's message, without the request's URL (it names the project)."""
+    message = str(getattr(err, "message", "") or err)
+    message = re.sub(r"^(POST|GET) \S+: ", "", message)
+    return re.sub(r"\S*projects/[^\s:]+(:\w+)?", "…", message)
+
+
+def prediction_clients(
+    locations: list[str], api_endpoint: str | None, credentials, transport: str
+) -> list[Any]:
+    """A gapic PredictionServiceClient per region, each to its regional endpoint (or all to
+    `api_endpoint`, e.g. a local stand-in, which takes no credentials)."""
+    from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient
+
+    if (api_endpoint or "").startswith("http://"):
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = credentials or AnonymousCredentials()
+    return [
+        PredictionServiceClient(
+            credentials=credentials,
+            transport=transport,
+            client_options={
+                "api_endpoint": api_endpoint or f"{location}-aiplatform.googleapis.com"
+            },
+        )
+        for location in locations
+    ]
