@@ -133,6 +133,11 @@ def test_image_metadata_similar_thumbnail_and_original(api, gallery):
     assert meta["spaces"] == ["clip/ViT-B-32/none-seed0/512"]
     assert meta["content_hash"].startswith("md5:") and meta["size"] > 0 and meta["updated_at"]
     assert meta["source"] == f"file://{gallery.images.resolve()}/"
+    # source= takes the folder as it was listed (path text only: nothing on disk is read)
+    for listed in (str(gallery.images.resolve()), f"{gallery.images.resolve()}/", meta["source"]):
+        by_folder = api.get("/api/search", params={"image": "red/05.png", "source": listed})
+        assert by_folder.status_code == 200 and by_folder.json()["results"], by_folder.text
+    problem(api.get("/api/search", params={"image": "red/05.png", "source": "/elsewhere"}), 404)
 
     red = object_id(api, "red/05.png")
     similar = api.get(f"/api/images/{red}/similar", params={"k": 5}).json()
@@ -365,6 +370,8 @@ def test_with_a_token_every_api_request_needs_it(gallery):
             assert anonymous.get("/").status_code == 200  # the page holds no data
             wrong = anonymous.get("/api/health", headers={"Authorization": "Bearer nope"})
             problem(wrong, 401)
+            # A guess at a query parameter is refused, and the access log does not keep it.
+            problem(anonymous.get(f"/api/health?token={token}"), 401)
         with server.client(headers={"Authorization": f"Bearer {token}"}) as bearer:
             assert bearer.get("/api/health").status_code == 200
             assert len(bearer.get("/api/search", params={"image": "red/00.png"}).json()["results"])

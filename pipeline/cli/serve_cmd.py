@@ -87,6 +87,9 @@ def _serve(config) -> None:
     from pipeline.service.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    from pipeline.service.security import RedactSecretsInAccessLog
+
+    logging.getLogger("uvicorn.access").addFilter(RedactSecretsInAccessLog())
     shown = f"[{config.host}]" if ":" in config.host else config.host
     # The URL only: never the token (nor the database URL).
     typer.echo(

@@ -34,7 +34,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         summary="Search the images imgvec loaded: by text, by image, by example; thumbnails, "
         "originals, diverse samples, embeddings.",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # FastAPI's own page loads Swagger UI from a CDN: served offline below
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
@@ -45,6 +45,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_upload_bytes=config.max_upload_bytes)
     if config.token:  # (added last: runs first, so a request without the token reads nothing)
         app.add_middleware(TokenMiddleware, token=config.token)
+    _offline_docs(app)  # (before /static: its assets are mounted below it)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -52,3 +53,22 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/api/docs with Swagger UI from the swagger-ui-bundle package (many users, and this
+    project's tests, have no network: the CDN page FastAPI serves by default is blank there)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(
+            openapi_url="/api/openapi.json",
+            title="imgvec API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )

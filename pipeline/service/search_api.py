@@ -146,17 +146,30 @@ async def _close_names(conn, name: str) -> list[str]:
 async def listed_source(conn, source: str) -> str:
     """The root of the listed source `source` names (its id, root or spec), looked up in the
     database only: search would otherwise open `source` to normalise it (a folder, a file of
-    locators, a bucket), and a request must never make the server look at a path."""
+    locators, a bucket), and a request must never make the server look at a path. A folder as it
+    was listed (`/data/photos`, `./photos`: relative to the server's folder, as the CLI's to its
+    own) is matched by the root it was listed as, computed from the text alone."""
     root = await conn.fetchval(
         """
         SELECT root FROM sources WHERE source_id::text = $1 OR root = $1 OR spec = $1
-            OR root = $1 || '/'
+            OR root = $1 || '/' OR root = $2
         ORDER BY root = $1 DESC, source_id LIMIT 1
         """,
         source,
+        _folder_root(source),
     )
     if root is None:
         known = await conn.fetch("SELECT source_id, root FROM sources ORDER BY source_id")
         listed = ", ".join(f"{r['source_id']} {r['root']!r}" for r in known) or "none yet"
         raise Problem(404, f"no source {source!r} is listed (sources, id and root: {listed})")
     return root
+
+
+def _folder_root(source: str) -> str | None:
+    """The root a local folder `source` was listed as (file:///abs/path/), or None for a URI.
+    os.path.abspath only joins and normalises text: nothing on disk is looked at."""
+    import os.path
+
+    if "://" in source:
+        return None
+    return "file://" + os.path.abspath(os.path.expanduser(source)).rstrip("/") + "/"
