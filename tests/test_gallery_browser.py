@@ -347,6 +347,39 @@ def test_readable_on_a_phone(browser, server):
         phone.close()
 
 
+def test_a_long_space_name_and_its_image_count_fit_their_select(laptop):
+    laptop.open()
+    room = laptop.page.evaluate(
+        """() => {
+             const shown = document.querySelector('#space');
+             const unbounded = shown.cloneNode(true);  // as wide as its selected text needs
+             unbounded.style.maxWidth = 'none';
+             shown.after(unbounded);
+             const needed = unbounded.offsetWidth;
+             unbounded.remove();
+             return { text: shown.selectedOptions[0].text, width: shown.offsetWidth, needed };
+           }"""
+    )
+    assert room["text"].endswith(f"({IMAGES} images)")
+    assert room["width"] >= room["needed"], f"{room['text']!r} is cut: {room}"
+
+
+def test_an_image_in_the_link_by_name_searches_or_says_what_is_wrong(laptop):
+    page = laptop.page
+    laptop.open("?image=red/01.png&k=5")
+    laptop.wait_for_results(5)
+    assert page.locator("#context .context-title .name").text_content() == "red/01.png"
+    assert "image=red%2F01.png" in page.url
+
+    for typo in ("?image=red/01.pgn&k=5", "?similar=red/01.pgn&k=5"):
+        page.goto(f"/{typo}")
+        laptop.wait_idle()
+        alert = page.locator("#status.error[role=alert]")
+        assert alert.count() == 1, f"{typo}: {laptop.status()!r}"
+        assert "did you mean" in alert.text_content() and "'red/01.png'" in alert.text_content()
+        assert page.locator("#welcome").is_hidden()
+
+
 def test_a_token_is_asked_for_once_and_kept(browser, gallery):
     server = ServiceProcess(gallery, "--token", "s3cret-token")
     tokened = Gallery(browser, server.url, LAPTOP)
@@ -354,12 +387,24 @@ def test_a_token_is_asked_for_once_and_kept(browser, gallery):
         page = tokened.page
         # A diverse sample: no text, so no model to load in this new server.
         page.goto("/?diverse=1&k=4")
+        # Cancelled once: the page's other first requests (the link's sample, the health line)
+        # do not ask again, and the page says why it is empty...
         page.wait_for_selector("#token-dialog[open]")
+        page.click("#token-cancel")
+        page.wait_for_function(
+            "() => document.querySelector('#status.error')?.textContent.includes('access token')"
+            " && document.querySelector('#health').textContent.includes('access token')"
+        )
+        assert not page.locator("#token-dialog[open]").count()
+        # ...and the next search asks again.
+        page.click("#diverse")
+        page.wait_for_selector("#token-dialog[open]")
+        # Enter in the field is Continue, as a click on it would be.
         page.fill("#token-input", "wrong")
-        page.click("#token-dialog button[value=ok]")
+        page.keyboard.press("Enter")
         page.wait_for_function("() => document.querySelector('#token-error').textContent !== ''")
         page.fill("#token-input", "s3cret-token")
-        page.click("#token-dialog button[value=ok]")
+        page.keyboard.press("Enter")
         tokened.wait_for_results(4)  # the thumbnails loaded too: the cookie carries the token
         page.reload()
         tokened.wait_for_results(4)

@@ -2,8 +2,9 @@
 //
 // Object names, attributes and server messages are data: every piece of them reaches the page
 // through textContent, attribute setters or option/dataset properties, never through innerHTML.
-// The query lives in the URL (?text=… or ?similar=<id> or ?diverse=1, with the filters), so a
-// search can be reloaded, shared, and walked with the browser's back button.
+// The query lives in the URL (?text=… or ?similar=<id> or ?image=<name or id> or ?diverse=1,
+// with the filters), so a search can be reloaded, shared, and walked with the browser's back
+// button.
 "use strict";
 
 const DEFAULT_K = 24;
@@ -13,6 +14,9 @@ const LISTED_FIELDS = new Set(["name", "locator", "size", "content_type", "updat
 const FILTER_FIELD = /^[A-Za-z_][\w.-]*$/;
 // RFC 6265 cookie-octet: a token outside it cannot ride in the cookie <img> requests carry.
 const COOKIE_SAFE = /^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+$/;
+// A select shows its option's text cut at its right edge: a longer space name gives up its
+// middle so that the image count after it stays readable (style.css sizes the select for it).
+const SPACE_NAME_SHOWN = 40;
 
 const byId = (id) => document.getElementById(id);
 const ui = {
@@ -39,6 +43,7 @@ const ui = {
   tokenDialog: byId("token-dialog"),
   tokenInput: byId("token-input"),
   tokenError: byId("token-error"),
+  tokenCancel: byId("token-cancel"),
 };
 
 let spaces = [];
@@ -90,18 +95,26 @@ function formatBytes(size) {
 class ApiError extends Error {}
 
 let tokenPrompt = null; // one prompt shared by every request that got a 401 meanwhile
+// A cancelled prompt means "not now": the requests of the same start (spaces, the link's query,
+// the health line) fail without asking again; the next search the user starts asks again.
+let tokenDeclined = false;
 
 function askForToken(refused) {
+  if (tokenDeclined) return Promise.resolve(null);
   if (!tokenPrompt) {
     tokenPrompt = new Promise((resolve) => {
       ui.tokenError.textContent = refused ? "The server refused that token." : "";
       ui.tokenInput.value = "";
+      // Escape leaves returnValue as the last prompt set it: it must not read as Continue.
+      ui.tokenDialog.returnValue = "";
       ui.tokenDialog.addEventListener(
         "close",
         () => {
           const token = ui.tokenInput.value.trim();
+          const given = ui.tokenDialog.returnValue === "ok" && token ? token : null;
           tokenPrompt = null;
-          resolve(ui.tokenDialog.returnValue === "ok" && token ? token : null);
+          tokenDeclined = !given;
+          resolve(given);
         },
         { once: true },
       );
@@ -145,7 +158,9 @@ async function api(path, options = {}) {
   }
   if (response.status === 401) {
     const fresh = await askForToken(Boolean(token));
-    if (!fresh) throw new ApiError("This server needs an access token to answer.");
+    if (!fresh) {
+      throw new ApiError("This server needs an access token to answer: search again to give it.");
+    }
     storeToken(fresh);
     return api(path, options);
   }
@@ -263,9 +278,12 @@ function stateFromUrl() {
     prefix: params.get("prefix"),
     where: params.getAll("where"),
   };
-  if (/^\d+$/.test(params.get("similar") ?? "")) {
-    return { mode: "similar", objectId: params.get("similar"), filters };
-  }
+  const similar = params.get("similar") ?? "";
+  if (/^\d+$/.test(similar)) return { mode: "similar", objectId: similar, filters };
+  // A name is no id for /similar: searched as a listed image, the API names it or says what is
+  // wrong with it ("did you mean …?"), where ignoring it would show the blank home page.
+  const images = [...params.getAll("image"), similar].filter(Boolean);
+  if (images.length) return { mode: "image", images, filters };
   if (params.get("diverse")) return { mode: "diverse", filters };
   if (params.get("text")) return { mode: "text", text: params.get("text"), filters };
   return { mode: null, filters };
@@ -275,6 +293,7 @@ function urlOf(state) {
   const params = new URLSearchParams();
   if (state.mode === "text") params.set("text", state.text);
   if (state.mode === "similar") params.set("similar", state.objectId);
+  if (state.mode === "image") for (const image of state.images) params.append("image", image);
   if (state.mode === "diverse") params.set("diverse", "1");
   const { space, k, minScore, prefix, where } = state.filters;
   if (space) params.set("space", space);
@@ -285,7 +304,8 @@ function urlOf(state) {
   return `${location.pathname}?${params}`;
 }
 
-function go(state, { push = true } = {}) {
+function go(state, { push = true, userAction = true } = {}) {
+  if (userAction) tokenDeclined = false;
   // An uploaded image cannot travel in a link: for an upload the URL keeps only the filters.
   const url = urlOf(state.mode === "upload" ? { ...state, mode: null } : state);
   if (push && url !== `${location.pathname}${location.search}`) history.pushState(null, "", url);
@@ -327,6 +347,11 @@ async function fetchResults(state, signal) {
       api(`/images/${id}?${queryParams(filters, ["space"])}`, { signal }),
     ]);
     return { ...answer, image };
+  }
+  if (state.mode === "image") {
+    const params = queryParams(filters, ["space", "k", "min_score", "prefix", "where"]);
+    for (const image of state.images) params.append("image", image);
+    return api(`/search?${params}`, { signal });
   }
   if (state.mode === "diverse") {
     const params = queryParams(filters, ["space", "n", "prefix", "where"]);
@@ -442,6 +467,11 @@ function renderContext(state, answer) {
     ]));
   } else if (state.mode === "similar") {
     parts.push(...similarContext(state, answer?.image));
+  } else if (state.mode === "image") {
+    parts.push(element("h1", { className: "context-title", attrs: { tabindex: "-1" } }, [
+      document.createTextNode("Images like "),
+      element("span", { className: "name", text: state.images.join(" + ") }),
+    ]));
   }
   ui.context.replaceChildren(...parts);
   ui.context.hidden = parts.length === 0;
@@ -611,6 +641,7 @@ function wireControls() {
     ui.filtersToggle.setAttribute("aria-expanded", String(open));
     ui.filters.classList.toggle("open", open);
   });
+  ui.tokenCancel.addEventListener("click", () => ui.tokenDialog.close("cancel"));
   ui.diverse.addEventListener("click", () => go({ mode: "diverse", filters: filtersFromControls() }));
   ui.space.addEventListener("change", () => {
     renderAttributePickers();
@@ -641,12 +672,20 @@ function wireControls() {
   });
 }
 
+function shortened(name) {
+  if (name.length <= SPACE_NAME_SHOWN) return name;
+  const kept = SPACE_NAME_SHOWN - 1;
+  return `${name.slice(0, Math.ceil(kept / 2))}…${name.slice(name.length - Math.floor(kept / 2))}`;
+}
+
 async function loadSpaces() {
   const answer = await api("/spaces");
   spaces = Array.isArray(answer.spaces) ? answer.spaces : [];
   ui.space.replaceChildren(...spaces.map((space) => {
     const images = typeof space.images === "number" ? ` (${space.images} images)` : "";
-    return new Option(`${space.name}${images}`, space.name);
+    const option = new Option(`${shortened(space.name)}${images}`, space.name);
+    option.title = space.name;
+    return option;
   }));
   if (answer.default) ui.space.value = answer.default;
   ui.space.disabled = spaces.length === 0;
@@ -685,7 +724,7 @@ async function start() {
     document.body.classList.remove("busy");
     setStatus(problem, true);
   } else {
-    await go(state, { push: false });
+    await go(state, { push: false, userAction: false });
   }
   showHealth();
 }
