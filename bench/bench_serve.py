@@ -110,7 +110,7 @@ def start_server(url: str, port: int, scratch: Path) -> subprocess.Popen:
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=open(scratch / "serve.log", "w"),  # noqa: SIM115 - the child owns it
+        stderr=open(scratch / "serve.log", "w"),  # the child owns it
     )
     import httpx
 
@@ -188,7 +188,7 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
             rng = np.random.default_rng(5)
             print("  GET /api/images/{id}/similar?k=10 vs the same query on asyncpg:", flush=True)
             results: dict[tuple[str, int], list] = {}
-            for round_ in range(ROUNDS):
+            for _round in range(ROUNDS):
                 for clients in (1, 16):
                     chosen = [int(i) for i in rng.choice(ids, REQUESTS)]
                     for side, call in (("direct SQL", sql_similar), ("API", api_similar)):
@@ -231,7 +231,10 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
                     free.append(conn)
 
             texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(60)]
-            for side, call in (("in-process search()", sql_text), ("GET /api/search?text=", api_text)):
+            for side, call in (
+                ("in-process search()", sql_text),
+                ("GET /api/search?text=", api_text),
+            ):
                 latencies, _ = await timed(call, texts, 1)
                 print(line(side, latencies))
     finally:
