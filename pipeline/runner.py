@@ -6,12 +6,20 @@ list → embed → load, the nightly job's one command."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline import interrupt
 from pipeline.checkpoints.manifest import latest_manifest
+from pipeline.checkpoints.run_markers import (
+    listed_manifest,
+    publish_listed,
+    publish_shard_done,
+    shards_done,
+)
+from pipeline.core.shards import Shard
 from pipeline.db import connect, open_database, resolve_url
 from pipeline.db.runs import tracked_run
 from pipeline.db.spaces import register_space
@@ -19,6 +27,7 @@ from pipeline.db.work_dir_lock import check_work_dir_free, work_dir_lock
 from pipeline.embedding.backends.base import EmbeddingBackend
 from pipeline.embedding.readers import ObjectReader
 from pipeline.embedding.stage import EmbedOptions, EmbedResult, KnownContents, embed_manifest
+from pipeline.errors import RetryableError
 from pipeline.listing import ListingResult, list_source
 from pipeline.loading import LoadResult, load_work_dir
 from pipeline.search import save_text_queries
@@ -35,15 +44,21 @@ async def embed_work_dir(
     retry_failed: bool = False,
     part_size: int = 256,
     read_workers: int = 8,
+    shard: Shard | None = None,
+    manifest: str | None = None,
 ) -> EmbedResult:
-    """Embed the work dir's latest manifest with `backend` into parts; rerun to resume."""
+    """Embed the work dir's latest manifest (or `manifest`) with `backend` into parts — with
+    `shard`, only the contents that task owns; rerun to resume."""
     settings = settings or Settings()
     work = WorkDir(work_dir)
-    manifest = latest_manifest(work)
-    options = EmbedOptions(force, retry_failed, part_size, read_workers)
+    manifest = manifest or latest_manifest(work)
+    options = EmbedOptions(force, retry_failed, part_size, read_workers, shard=shard)
     space = backend.space
+    if shard is not None:
+        backend.share_quota(shard.count)  # N tasks together keep to the project's quota
+    lock = work_dir_lock_of(work, space.name, shard)
     with interrupt.graceful():  # a signal stops the work below, which then winds down itself
-        async with open_database(settings) as conn, work_dir_lock(conn, work.spec, space.name):
+        async with open_database(settings) as conn, work_dir_lock(conn, *lock):
             if not await conn.fetchval(
                 "SELECT 1 FROM embedding_spaces WHERE name = $1", space.name
             ):
@@ -66,6 +81,11 @@ async def embed_work_dir(
                         "or `imgvec load`)"
                     ) from None
     return result
+
+
+def work_dir_lock_of(work: WorkDir, space: str, shard: Shard | None) -> tuple[str, str, str]:
+    """The work-dir lock's key: one embed per work dir, space and shard at a time."""
+    return work.spec, space, str(shard) if shard else ""
 
 
 def _known_contents(conn, space_id: int, loop: asyncio.AbstractEventLoop) -> KnownContents:
@@ -96,7 +116,7 @@ def _known_contents(conn, space_id: int, loop: asyncio.AbstractEventLoop) -> Kno
 class SourceRun:
     """What `run_source` did, stage by stage; `texts` are the pending text queries it embedded."""
 
-    listing: ListingResult
+    listing: ListingResult | None  # None: another task of a sharded run listed
     embedding: EmbedResult
     loading: LoadResult
     texts: list[str]
@@ -111,33 +131,87 @@ async def run_source(
     list_options: dict[str, Any] | None = None,
     embed_options: dict[str, Any] | None = None,
     on_stage: Callable[[str, Any], None] | None = None,
+    task: ShardTask | None = None,
 ) -> SourceRun:
     """List `source`, embed what is new or changed with `backend`, load and index, then embed the
     text queries analysts queued: the nightly job. Idempotent and resumable: rerun it after any
     failure. `list_options` go to `list_source`, `embed_options` to `embed_work_dir`;
-    `on_stage(stage, result)` hears of each stage ("list", "embed", "load", "texts") as it ends."""
+    `on_stage(stage, result)` hears of each stage ("list", "embed", "load", "texts") as it ends.
+    With `task`, this is one task of a sharded run (`ShardTask`)."""
     work_dir = work_dir or settings.work_dir
     report = on_stage or (lambda stage, result: None)
+    work = WorkDir(work_dir)
+    shard = task.shard if task else None
     # Before the listing: another run embedding into this work dir would be waited for only
     # after the whole source was listed.
     conn = await connect(
         await resolve_url(settings), timeout=settings.connect_timeout, register_vector=False
     )
     try:
-        await check_work_dir_free(conn, WorkDir(work_dir).spec, backend.space.name)
+        await check_work_dir_free(conn, *work_dir_lock_of(work, backend.space.name, shard))
     finally:
         await conn.close()
-    listing = await list_source(
-        source, work_dir=work_dir, settings=settings, **(list_options or {})
-    )
+    manifest = listed_manifest(work, task.run_id) if task else None
+    listing = None
+    if task is None or (manifest is None and task.shard.index == 0):
+        run_id = task.run_id if task else None
+        listing = await list_source(
+            source, work_dir=work_dir, settings=settings, run_id=run_id, **(list_options or {})
+        )
+        if task:  # (after the listing's commit: the others may now load against its objects)
+            publish_listed(work, task.run_id, listing.manifest)
+            manifest = listed_manifest(work, task.run_id)
+    elif manifest is None:
+        manifest = await _wait_for_listing(work, task)
     report("list", listing)
     embedding = await embed_work_dir(
-        work_dir=work_dir, backend=backend, settings=settings, **(embed_options or {})
+        work_dir=work_dir,
+        backend=backend,
+        settings=settings,
+        shard=shard,
+        manifest=manifest,
+        **(embed_options or {}),
     )
     report("embed", embedding)
-    loading = await load_work_dir(work_dir=work_dir, settings=settings)
+    loading = await load_work_dir(work_dir=work_dir, settings=settings, index=task is None)
+    if task:
+        # The index is built once, after every shard is loaded (a graph built over all the rows
+        # beats one grown row by row): by the task that finds the others done.
+        publish_shard_done(work, task.run_id, task.shard)
+        if len(shards_done(work, task.run_id, task.shard.count)) < task.shard.count:
+            report("load", loading)
+            return SourceRun(listing, embedding, loading, [])
+        loading = await load_work_dir(work_dir=work_dir, settings=settings)
     report("load", loading)
     async with open_database(settings) as conn:
         texts = await save_text_queries(conn, backend, [])
     report("texts", texts)
     return SourceRun(listing, embedding, loading, texts)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One task of a sharded run: `run_id` is shared by the run's N tasks (and differs between
+    runs); task 0 lists, every task embeds its shard and loads, the last one done indexes."""
+
+    shard: Shard
+    run_id: str
+    wait: float = 600.0  # seconds a task waits for task 0's listing
+
+
+class ListingNotReady(RetryableError):
+    """Task 0 has not listed the run's source yet (exit 75: the engine retries the task)."""
+
+
+async def _wait_for_listing(work: WorkDir, task: ShardTask) -> str:
+    deadline = time.monotonic() + task.wait
+    while (manifest := listed_manifest(work, task.run_id)) is None:
+        if time.monotonic() > deadline:
+            raise ListingNotReady(
+                f"task {task.shard} waited {task.wait:g} s for run {task.run_id}'s listing by "
+                f"task 0 in {work.spec}",
+                hint="check that task 0 of the run is running (it lists the source), or raise "
+                "--wait; the engine may retry this task",
+            )
+        await asyncio.sleep(0.5)
+    return manifest

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from pipeline.core.shards import Shard, run_id_from_environment, shard_from_environment
+from pipeline.db import connect
+from tests.conftest import IMGVEC, create_database, drop_database, run_imgvec
 
 
 def test_parse() -> None:
@@ -105,3 +111,149 @@ def test_the_assignment_is_stable_across_processes() -> None:
     from pipeline.core.shards import shard_of
 
     assert other.stdout.strip() == str([shard_of(k, 4) for k in KEYS[:50]])
+
+
+# -- N tasks of one run: real processes, a real PostgreSQL, open_clip with random weights ----------
+
+IMAGES = 24  # distinct contents; two more files repeat bytes, so dedupe is exercised across shards
+# One image per forward pass: CPU matrix kernels round by batch shape (1 ulp between a batch of 6
+# and one of 24), and which images share a batch is not what sharding is about.
+CLIP = ["--pretrained", "none", "--batch-size", "1", "--part-size", "2", "--read-workers", "2"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    from tests.images import encode, photo, write_images
+
+    folder = tmp_path_factory.mktemp("shard-images")
+    files = {f"img{i:02d}.png": encode(photo(i), "PNG") for i in range(IMAGES)}
+    files |= {"copy-of-img03.png": files["img03.png"], "copy-of-img17.png": files["img17.png"]}
+    write_images(folder, files)
+    return folder
+
+
+@pytest.fixture(scope="module")
+async def single_worker(images, server_url, tmp_path_factory) -> list[tuple[str, str]]:
+    """The database state one unsharded `imgvec run` gives: what every sharded run must match."""
+    name, url = await create_database(server_url, "single")
+    try:
+        work = tmp_path_factory.mktemp("single-work")
+        run_imgvec("run", str(images), "--work-dir", str(work), *CLIP, env={"DATABASE_URL": url})
+        return await database_state(url)
+    finally:
+        await drop_database(server_url, name)
+
+
+async def database_state(url: str, indexed: bool = True) -> list[tuple[str, str]]:
+    """(locator, vector as text) of every object, sorted; asserts the space's one HNSW index
+    (or none, before the last shard is done)."""
+    conn = await connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT o.locator, e.embedding::text FROM objects o "
+            "LEFT JOIN embeddings e ON e.object_id = o.object_id ORDER BY 1, 2"
+        )
+        indexes = await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexdef ~ 'hnsw'")
+    finally:
+        await conn.close()
+    assert indexes == (1 if indexed else 0)
+    return [(r[0], r[1]) for r in rows]
+
+
+def task(images: Path, work: Path, url: str, shard: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*IMGVEC, "run", str(images), "--work-dir", str(work), "--shard", shard, *CLIP],
+        env=dict(os.environ) | {"DATABASE_URL": url, "IMGVEC_RUN_ID": "nightly-1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return out
+
+
+def embedded_rows(work: Path) -> int:
+    """Vectors the parts hold: each content embedded once over all shards."""
+    return sum(len(p.read_text().splitlines()) - 1 for p in work.glob("embeddings/*/*part-*.csv"))
+
+
+@pytest.mark.parametrize("count", [2, 4])
+async def test_n_concurrent_tasks_give_the_single_worker_result(
+    count, images, single_worker, fresh_url, tmp_path
+) -> None:
+    work = tmp_path / "work"
+    tasks = [task(images, work, fresh_url, f"{i}/{count}") for i in range(count)]
+    outputs = [finish(t) for t in tasks]
+    assert await database_state(fresh_url) == single_worker
+    assert len(single_worker) == IMAGES + 2 and all(vector for _, vector in single_worker)
+    assert embedded_rows(work) == IMAGES
+    assert len(list(work.glob("manifests/*-nightly-1.csv"))) == 1  # task 0 alone listed
+    assert sum("by task 0 of the run" in out for out in outputs) == count - 1
+
+
+async def test_a_late_task_0_and_a_killed_task_rerun_agree(
+    images, single_worker, fresh_url, tmp_path
+) -> None:
+    work = tmp_path / "work"
+    first = task(images, work, fresh_url, "1/2")  # waits for the listing task 0 has not begun
+    time.sleep(3)
+    assert first.poll() is None and not list(work.glob("manifests/*.csv"))
+    late = task(images, work, fresh_url, "0/2")
+    deadline = time.monotonic() + 240
+    while not list(work.glob("embeddings/*/shard-1of2-part-*.csv")):
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    first.kill()  # SIGKILL mid-run: no clean-up of any kind
+    first.wait()
+    finish(late)
+    assert await database_state(fresh_url, indexed=False) != single_worker  # shard 1 unfinished
+    finish(task(images, work, fresh_url, "1/2"))  # the engine reruns only that task
+    assert await database_state(fresh_url) == single_worker
+    assert embedded_rows(work) == IMAGES
+
+
+async def test_separate_steps_embed_by_shard_then_load(
+    images, single_worker, fresh_url, tmp_path
+) -> None:
+    work = tmp_path / "work"
+    env = {"DATABASE_URL": fresh_url}
+    run_imgvec("list", str(images), "--work-dir", str(work), env=env)
+    embeds = [
+        subprocess.Popen(
+            [*IMGVEC, "embed", "--work-dir", str(work), *CLIP],
+            env=dict(os.environ) | env | {"JOB_COMPLETION_INDEX": str(i), "IMGVEC_SHARDS": "2"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [finish(e) for e in embeds]
+    assert all("left to other shards" in out for out in outputs)
+    run_imgvec("load", "--work-dir", str(work), env=env)
+    assert await database_state(fresh_url) == single_worker
+    assert embedded_rows(work) == IMAGES
+
+
+async def test_sigterm_stops_a_task_cleanly_and_its_rerun_resumes(
+    images, single_worker, fresh_url, tmp_path
+) -> None:
+    work = tmp_path / "work"
+    tasks = [task(images, work, fresh_url, f"{i}/2") for i in range(2)]
+    deadline = time.monotonic() + 240
+    while not list(work.glob("embeddings/*/shard-1of2-part-*.csv")):
+        assert tasks[1].poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    tasks[1].send_signal(signal.SIGTERM)  # what the engines send some seconds before a kill
+    _, err = tasks[1].communicate(timeout=120)
+    assert tasks[1].returncode == 143, err
+    assert "Traceback" not in err
+    kept = embedded_rows(work)
+    finish(tasks[0])
+    finish(task(images, work, fresh_url, "1/2"))
+    assert await database_state(fresh_url) == single_worker
+    assert kept > 0 and embedded_rows(work) == IMAGES  # what the stopped task kept was not redone

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from pipeline.checkpoints.run_markers import run_slug
 from pipeline.core.objects import OBJECT_COLUMNS, ObjectInfo
 from pipeline.errors import ConfigError
 from pipeline.workdir import WorkDir
@@ -42,9 +43,11 @@ class ManifestEntry:
         return self.status not in ("deleted", "skipped")
 
 
-def manifest_path(listed_at: datetime) -> str:
-    """Where a listing made at `listed_at` (UTC) is published: names sort by time."""
-    return f"{FOLDER}/manifest-{listed_at:%Y%m%dT%H%M%S%fZ}.csv"
+def manifest_path(listed_at: datetime, run_id: str | None = None) -> str:
+    """Where a listing made at `listed_at` (UTC) is published: names sort by time (the run id, of
+    a sharded run, follows the time: `latest_manifest` still finds the latest)."""
+    run = f"-{run_slug(run_id)}" if run_id else ""
+    return f"{FOLDER}/manifest-{listed_at:%Y%m%dT%H%M%S%fZ}{run}.csv"
 
 
 def latest_manifest(work: WorkDir) -> str:

@@ -1,7 +1,8 @@
-"""The embedding parts: `embeddings/<space>/part-NNNNN.csv`, each published whole, written by the
-embed stage and read by its restart and by the load stage; beside them `space.json`, the space's
-definition, and `failures-NNNNN.csv` for the items of a part that could not be embedded (that
-format is `pipeline.checkpoints.failures`).
+"""The embedding parts: `embeddings/<space>/part-NNNNN.csv` (`shard-IofN-part-NNNNN.csv` from
+task I of N), each published whole, written by the embed stage and read by its restart (every
+shard's) and by the load stage; beside them `space.json`, the space's definition, and
+`failures-NNNNN.csv` for the items of a part that could not be embedded (that format is
+`pipeline.checkpoints.failures`).
 
 Each part with rows also gets a binary twin, `part-NNNNN.npy`, because parsing 512 decimal floats
 per row costs more than the database needs to store the row. It holds two NumPy arrays one after
@@ -17,13 +18,11 @@ flight and a rerun recomputes nothing a part already holds. The failures file co
 claims the part's number (it exists, maybe empty, for every part); one left without its part by a
 crash is ignored, and its items are simply tried again. Parts are keyed by content (the content
 hash, or the locator when the store gives no hash): identical bytes are embedded once per space,
-whatever their locators.
+whatever their locators. Part numbers repeat across shards.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -38,14 +37,18 @@ from pipeline.checkpoints.failures import (
     has_failures,
     read_failures,
 )
+from pipeline.checkpoints.space_file import read_space as read_space
+from pipeline.checkpoints.space_file import space_folder as space_folder
+from pipeline.checkpoints.space_file import space_folders as space_folders
+from pipeline.checkpoints.space_file import write_space
 from pipeline.core.objects import content_key
+from pipeline.core.shards import Shard
 from pipeline.core.space import EmbeddingSpace
 from pipeline.errors import ConfigError
 from pipeline.workdir import WorkDir
 
-SPACE_FILE = "space.json"  # the space's definition, so the load stage can register it anywhere
 PART_COLUMNS = ["locator", "content_hash", "space", "embedding"]
-_PART = re.compile(r"part-(\d+)\.csv$")
+_PART = re.compile(r"(?:^|/)(?:shard-\d+of\d+-)?part-(\d+)\.csv$")
 _EMPTY_PART = len(",".join(PART_COLUMNS)) + 2
 
 
@@ -75,36 +78,6 @@ class Embedded:
     vector: np.ndarray
 
 
-def space_folder(space: EmbeddingSpace) -> str:
-    return f"embeddings/{space.slug}"
-
-
-def write_space(work: WorkDir, space: EmbeddingSpace) -> None:
-    """Publish the space's definition in its folder, so the load stage can register it anywhere."""
-    relpath = f"{space_folder(space)}/{SPACE_FILE}"
-    scratch = work.scratch_file(relpath)
-    json.dump(dataclasses.asdict(space), scratch, indent=2)
-    scratch.close()
-    work.publish(scratch.name, relpath)
-
-
-def read_space(work: WorkDir, folder: str) -> EmbeddingSpace:
-    with work.open_text(f"{folder}/{SPACE_FILE}") as fh:
-        return EmbeddingSpace(**json.load(fh))
-
-
-def space_folders(sizes: dict[str, int]) -> dict[str, dict[str, int]]:
-    """The space folders among a listing of `embeddings/` (path -> size), each with its files."""
-    by_folder: dict[str, dict[str, int]] = {}
-    for path, size in sizes.items():
-        by_folder.setdefault(path.rsplit("/", 1)[0], {})[path] = size
-    return {
-        folder: files
-        for folder, files in sorted(by_folder.items())
-        if f"{folder}/{SPACE_FILE}" in files
-    }
-
-
 def vector_text(vector: np.ndarray) -> str:
     """pgvector's text form, '[0.1,0.2,…]', with float32's full precision."""
     values = vector.astype(np.float32)
@@ -129,8 +102,8 @@ class PartIndex:
 def read_index(work: WorkDir, folder: str) -> PartIndex:
     index = PartIndex()
     files = work.sizes(folder)
-    parts = {int(m.group(1)): f for f in files if (m := _PART.search(f))}
-    for _number, path in parts.items():
+    parts = {f: int(m.group(1)) for f in files if (m := _PART.search(f))}
+    for path in parts:
         index.done.update(content_key(loc, h) for loc, h in _part_keys(work, path, files))
         if has_failures(path, files):
             index.failed_permanently.update(
@@ -138,7 +111,7 @@ def read_index(work: WorkDir, folder: str) -> PartIndex:
                 for f in read_failures(work, path)
                 if f.permanent
             )
-    index.next_number = max(parts, default=-1) + 1
+    index.next_number = max(parts.values(), default=-1) + 1
     return index
 
 
@@ -148,10 +121,16 @@ class PartWriter:
     it even when no part was written (and links listed objects to vectors the database holds)."""
 
     def __init__(
-        self, work: WorkDir, folder: str, space: EmbeddingSpace, first_number: int
+        self,
+        work: WorkDir,
+        folder: str,
+        space: EmbeddingSpace,
+        first_number: int,
+        shard: Shard | None = None,
     ) -> None:
         self.work = work
-        self.folder = folder
+        # A part's path is this + "part-NNNNN.csv" (its failures file's too, `failures_file`).
+        self.name_start = f"{folder}/" + (f"shard-{shard.index}of{shard.count}-" if shard else "")
         self.space = space
         self.number = first_number
         self.published: list[str] = []
@@ -172,11 +151,13 @@ class PartWriter:
             # The failures file (written even when empty) claims the number, then the part follows:
             # a part's failures are on disk before the part, so no load can see one without the other.
             claimed, _ = self._publish(
-                failure_frame, failures_file(f"{self.folder}/part-{number:05d}.csv"), exclusive=True
+                failure_frame,
+                failures_file(f"{self.name_start}part-{number:05d}.csv"),
+                exclusive=True,
             )
             if claimed is None:
                 continue  # another process took this number meanwhile: use the next one
-            relpath = f"{self.folder}/part-{number:05d}.csv"
+            relpath = f"{self.name_start}part-{number:05d}.csv"
             path, csv_size = self._publish(part_frame, relpath, exclusive=True)
             if path is None:
                 continue  # (a writer that claims by part, not by failures file)

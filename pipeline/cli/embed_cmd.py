@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.backend_options import backend_from_context
-from pipeline.cli.options import Force, PartSize, ReadWorkers, RetryFailed
+from pipeline.cli.options import (
+    Force,
+    PartSize,
+    ReadWorkers,
+    RetryFailed,
+    ShardOption,
+    shard_of_task,
+)
 
 
 def embed_command(
@@ -23,10 +30,12 @@ def embed_command(
     retry_failed: RetryFailed = False,
     part_size: PartSize = 256,
     read_workers: ReadWorkers = 8,
+    shard: ShardOption = None,
 ) -> None:
     """Embed the images of the latest manifest, writing CSV parts; rerun to resume.
 
-    Exit code 3: finished, but some images failed (see the failures table).
+    Exit code 3: finished, but some images failed (see the failures table). With --shard I/N,
+    N tasks share the work (run `imgvec load` once they are done).
 
     Example: imgvec embed --backend vertex --dimension 512 --project my-project
     """
@@ -36,6 +45,7 @@ def embed_command(
 
     settings = ctx.obj
     work_dir = work_dir or settings.work_dir
+    task_shard = shard_of_task(shard)
     backend = backend_from_context(ctx)  # checks the configuration; loads no model
     latest_manifest(WorkDir(work_dir))  # fail fast, before any work
     result = asyncio.run(
@@ -47,6 +57,7 @@ def embed_command(
             retry_failed=retry_failed,
             part_size=part_size,
             read_workers=read_workers,
+            shard=task_shard,
         )
     )
     typer.echo(f"embedded {result.manifest}: {result.summary()}")

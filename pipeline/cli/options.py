@@ -3,9 +3,13 @@ signature (typer's way to share an option), so `run` has `list`'s and `embed`'s 
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
+
+from pipeline.core.shards import Shard, shard_from_environment
+from pipeline.errors import UsageError
 
 Source = Annotated[
     str,
@@ -42,6 +46,15 @@ RetryFailed = Annotated[
 ]
 PartSize = Annotated[int, typer.Option(help="Images per CSV part (the unit a crash can lose).")]
 ReadWorkers = Annotated[int, typer.Option(help="Threads reading and decoding images.")]
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="I/N: be task I (0-based) of N, embedding only the images that task owns. Default: "
+        "$IMGVEC_SHARD, else the batch engine's task index and count (Cloud Run Jobs, Slurm "
+        "arrays; Kubernetes Indexed Jobs and AWS Batch arrays need $IMGVEC_SHARDS, the count).",
+    ),
+]
 AttributesFile = Annotated[
     str | None,
     typer.Option(
@@ -63,3 +76,13 @@ AttributeFromPath = Annotated[
         "train/n01443537/x.JPEG class=n01443537 (repeatable).",
     ),
 ]
+
+
+def shard_of_task(option: str | None) -> Shard | None:
+    """The task's shard: `--shard`, else the batch engine's variables. None: not sharded, also
+    for one task of one (Cloud Run sets 0 of 1 in every job), which works as it always did."""
+    try:
+        shard = Shard.parse(option) if option else shard_from_environment(os.environ)
+    except ValueError as err:
+        raise UsageError(str(err), hint="pass --shard I/N (task I of N, 0-based)") from None
+    return shard if shard is not None and shard.count > 1 else None

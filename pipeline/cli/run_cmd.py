@@ -3,6 +3,8 @@ It takes `list`'s options and `embed`'s, declared once in `pipeline/cli/options.
 
 import asyncio
 import functools
+import os
+from typing import Annotated
 
 import typer
 
@@ -23,8 +25,25 @@ from pipeline.cli.options import (
     PartSize,
     ReadWorkers,
     RetryFailed,
+    ShardOption,
     Source,
+    shard_of_task,
 )
+from pipeline.core.shards import run_id_from_environment
+from pipeline.errors import UsageError
+
+RunId = Annotated[
+    str | None,
+    typer.Option(
+        help="The id the N tasks of one sharded run share (a new run, a new id). Default: "
+        "$IMGVEC_RUN_ID, else the engine's (Cloud Run's execution, Slurm's array job id, AWS "
+        "Batch's job id; for a Kubernetes Job pass its name as $IMGVEC_RUN_ID).",
+    ),
+]
+Wait = Annotated[
+    float,
+    typer.Option(help="Seconds a task other than 0 waits for task 0's listing (then exit 75)."),
+]
 
 
 def run_command(
@@ -44,15 +63,28 @@ def run_command(
     retry_failed: RetryFailed = False,
     part_size: PartSize = 256,
     read_workers: ReadWorkers = 8,
+    shard: ShardOption = None,
+    run_id: RunId = None,
+    wait: Wait = 600,
 ) -> None:
     """List SOURCE, embed what is new or changed, load and index: the nightly job's one command.
 
     Idempotent and resumable: rerun it after any failure. Exit code 3: finished with failures.
+    On N tasks of a batch engine, each task runs the same command with --shard I/N and --run-id
+    (both read from the engine by default): task 0 lists, each embeds and loads its share, and
+    the last one done builds the index.
 
     Example: imgvec run gs://photos/2026/ --backend vertex --dimension 512
     """
-    from pipeline.runner import run_source
+    from pipeline.runner import ShardTask, run_source
 
+    task_shard = shard_of_task(shard)
+    run_id = run_id or run_id_from_environment(os.environ)
+    if task_shard is not None and not run_id:
+        raise UsageError(
+            f"task {task_shard} of a sharded run needs the run's id, which the tasks share",
+            hint="pass --run-id ID (the same in every task of the run) or set IMGVEC_RUN_ID",
+        )
     backend = backend_from_context(ctx)  # a wrong option fails before the listing
     result = asyncio.run(
         run_source(
@@ -78,6 +110,7 @@ def run_command(
                 "read_workers": read_workers,
             },
             on_stage=functools.partial(_print_stage, source),
+            task=ShardTask(task_shard, run_id, wait) if task_shard and run_id else None,
         )
     )
     if note := result.embedding.failures_note():
@@ -86,7 +119,9 @@ def run_command(
 
 
 def _print_stage(source: str, stage: str, result) -> None:
-    if stage == "list":
+    if stage == "list" and result is None:
+        typer.echo(f"listed {source}: by task 0 of the run")
+    elif stage == "list":
         typer.echo(f"listed {source}: {result.summary()}")
         if note := result.unmatched_note():
             typer.echo(note, err=True)

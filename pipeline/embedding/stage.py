@@ -24,6 +24,7 @@ from pipeline.checkpoints.parts import (
     space_folder,
 )
 from pipeline.core.objects import content_key
+from pipeline.core.shards import Shard
 from pipeline.embedding.backends.base import (
     EmbeddingBackend,
     ImageItem,
@@ -66,8 +67,9 @@ class EmbedResult:
 
     def summary(self) -> str:
         c = self.counts
+        others = f" ({c['other_shards']} left to other shards)" if c["other_shards"] else ""
         return (
-            f"space {self.space}: {c['embedded']} embedded, {c['failed']} failed, "
+            f"space {self.space}{others}: {c['embedded']} embedded, {c['failed']} failed, "
             f"{c['already_embedded']} already embedded, {c['in_database']} already in the "
             f"database, {c['duplicates']} duplicates reused, "
             f"{c['known_failures']} known failures skipped; {len(self.parts)} new parts"
@@ -81,6 +83,7 @@ class EmbedOptions:
     part_size: int = 256  # images per part: the unit a crash can lose
     read_workers: int = 8  # threads reading and decoding images
     thumbnails: bool = True  # write a thumbnail per newly embedded content into the work dir
+    shard: Shard | None = None  # embed only the contents this task of N owns
 
 
 def embed_manifest(
@@ -100,7 +103,7 @@ def embed_manifest(
     if options.force:  # re-embed everything; new parts are numbered after the old ones
         index.done.clear()
         index.failed_permanently.clear()
-    writer = PartWriter(work, folder, space, index.next_number)  # (publishes space.json)
+    writer = PartWriter(work, folder, space, index.next_number, options.shard)  # (and space.json)
     todo = _ToEmbed(work, manifest, index, options, None if options.force else known_contents)
     thumbnails = ThumbnailWriter(work) if options.thumbnails else None
     try:
@@ -130,7 +133,9 @@ class _ToEmbed:
             if not entry.present:
                 continue
             key = content_key(entry.locator, entry.content_hash)
-            if key in self.index.done:
+            if self.options.shard and not self.options.shard.owns(key):
+                counts["other_shards"] += 1  # (identical bytes share a key, hence a shard)
+            elif key in self.index.done:
                 counts["already_embedded"] += 1
             elif key in seen:
                 counts["duplicates"] += 1

@@ -66,6 +66,7 @@ async def list_source(
     page_size: int = 1000,
     batch_size: int = 5000,
     source: Source | None = None,
+    run_id: str | None = None,
 ) -> ListingResult:
     settings = settings or Settings()
     object_filter = object_filter or ObjectFilter()
@@ -87,7 +88,7 @@ async def list_source(
         tracked_run(conn, "list", spec, started_at=listed_at) as run,
     ):
         counts = run.counts
-        manifest = ManifestWriter(work, manifest_path(listed_at))
+        manifest = ManifestWriter(work, manifest_path(listed_at, run_id))
         progress = Progress("list", "objects")
         try:
             source_id = await register_source(conn, source)

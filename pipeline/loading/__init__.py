@@ -26,7 +26,7 @@ from pipeline.db import open_database, resolve_url
 from pipeline.db.runs import tracked_run
 from pipeline.errors import ConfigError
 from pipeline.loading.indexing import build_index
-from pipeline.loading.space_loader import load_space
+from pipeline.loading.space_loader import load_space, space_load_lock
 from pipeline.settings import Settings
 from pipeline.workdir import WorkDir
 
@@ -71,10 +71,16 @@ async def load_work_dir(
         for folder, sizes in by_folder.items():
             space_id = await load_space(conn, url, work, folder, sizes, run.run_id, result.counts)
             if index:
-                result.indexes.append(
-                    await build_index(
-                        conn, space_id, maintenance_work_mem=maintenance_work_mem, progress_url=url
+                # Under the space's load lock: tasks of a sharded run that finish together do
+                # not build the same index at once (the second finds it built).
+                async with space_load_lock(conn, space_id):
+                    result.indexes.append(
+                        await build_index(
+                            conn,
+                            space_id,
+                            maintenance_work_mem=maintenance_work_mem,
+                            progress_url=url,
+                        )
                     )
-                )
                 await conn.execute("ANALYZE objects")
     return result

@@ -1,0 +1,54 @@
+"""The markers the N tasks of one sharded run leave in the work dir: `runs/<run id>/listed`
+(the file name of the manifest task 0 listed, written once its listing is committed: the other
+tasks wait for it) and `runs/<run id>/shard-IofN.done` (that task embedded and loaded its shard:
+the task that finds every shard done builds the index). Files, not database rows, because the
+work dir is what every task of a run shares by construction, locally and on gs:// alike."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from pipeline.core.shards import Shard
+from pipeline.workdir import WorkDir
+
+FOLDER = "runs"
+
+
+def run_slug(run_id: str) -> str:
+    """A run id as one safe path segment (engines' ids are mostly so already)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def publish_listed(work: WorkDir, run_id: str, manifest: str) -> None:
+    _publish_text(work, f"{FOLDER}/{run_slug(run_id)}/listed", posixpath.basename(manifest))
+
+
+def listed_manifest(work: WorkDir, run_id: str) -> str | None:
+    """The manifest (relative path) the run's task 0 listed, once it has committed it."""
+    relpath = f"{FOLDER}/{run_slug(run_id)}/listed"
+    if relpath not in work.sizes(posixpath.dirname(relpath)):
+        return None
+    with work.open_text(relpath) as fh:
+        return f"manifests/{fh.read().strip()}"
+
+
+def publish_shard_done(work: WorkDir, run_id: str, shard: Shard) -> None:
+    _publish_text(work, _done_marker(run_id, shard), str(shard))
+
+
+def shards_done(work: WorkDir, run_id: str, count: int) -> set[int]:
+    """Which of the run's `count` shards have embedded and loaded their share."""
+    files = work.sizes(f"{FOLDER}/{run_slug(run_id)}")
+    return {i for i in range(count) if _done_marker(run_id, Shard(i, count)) in files}
+
+
+def _done_marker(run_id: str, shard: Shard) -> str:
+    return f"{FOLDER}/{run_slug(run_id)}/shard-{shard.index}of{shard.count}.done"
+
+
+def _publish_text(work: WorkDir, relpath: str, text: str) -> None:
+    scratch = work.scratch_file(relpath)
+    scratch.write(text)
+    scratch.close()
+    work.publish(scratch.name, relpath)
