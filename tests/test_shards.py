@@ -257,3 +257,29 @@ async def test_sigterm_stops_a_task_cleanly_and_its_rerun_resumes(
     finish(task(images, work, fresh_url, "1/2"))
     assert await database_state(fresh_url) == single_worker
     assert kept > 0 and embedded_rows(work) == IMAGES  # what the stopped task kept was not redone
+
+
+def test_a_task_waits_for_task_0_within_bounds(images, fresh_url, tmp_path) -> None:
+    env = {"DATABASE_URL": fresh_url}
+    args = ["run", str(images), "--work-dir", str(tmp_path / "work"), *CLIP]
+    waited = run_imgvec(
+        *args, "--shard", "1/2", "--run-id", "r1", "--wait", "1", env=env, check=False
+    )
+    assert waited.returncode == 75, waited.stderr  # the engine retries the task
+    assert "waited 1 s for run r1's listing by task 0" in waited.stderr
+    assert "Traceback" not in waited.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--shard", "1/2"], {}, "needs the run's id"),
+        (["--shard", "2/2", "--run-id", "r"], {}, "between 0 and 1"),
+        ([], {"JOB_COMPLETION_INDEX": "1"}, "set IMGVEC_SHARDS"),
+    ],
+)
+def test_a_wrong_shard_exits_2_saying_why(args, env, message, tmp_path) -> None:
+    result = run_imgvec(
+        "run", str(tmp_path), "--work-dir", str(tmp_path / "work"), *args, env=env, check=False
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr
