@@ -421,3 +421,18 @@ async def test_under_the_read_only_role_it_answers_and_writes_nothing(gallery, r
         server.stop()
     async with open_database(owner) as conn:
         assert await snapshot(conn) == before
+
+
+def test_the_work_dir_of_a_loaded_part_sharded_or_not():
+    """Thumbnails are looked for in the work dirs the parts came from (loaded_parts.part)."""
+    import re
+
+    from pipeline.service.state import _PART_SUFFIX
+
+    parts = {
+        "/w/embeddings/clip-vit-b-32/part-00001.csv": "/w",
+        "/w/embeddings/clip-vit-b-32/shard-1of4-part-00001.npy": "/w",
+        "gs://bucket/p/embeddings/vertex-512/shard-0of2-part-00012.csv": "gs://bucket/p",
+    }
+    for part, work_dir in parts.items():
+        assert re.sub(_PART_SUFFIX, "", part) == work_dir

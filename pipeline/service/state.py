@@ -24,7 +24,7 @@ from pipeline.workdir import WorkDir
 POOL_SIZE = 16  # bench_serve's 16 concurrent clients each get a connection
 WORK_DIRS_TTL = 30.0  # seconds: a load adding a work dir shows within this
 # A part's location, e.g. /work/embeddings/<space slug>/part-00017.csv: its work dir is the rest.
-_PART_SUFFIX = r"/embeddings/[^/]+/part-[0-9]+[.][a-z]+$"
+_PART_SUFFIX = r"/embeddings/[^/]+/(shard-[0-9]+of[0-9]+-)?part-[0-9]+[.][a-z]+$"
 
 
 @dataclass
