@@ -115,6 +115,7 @@ class VertexBackend(EmbeddingBackend):
         )
         try:
             from google.api_core import exceptions
+            from requests.exceptions import ConnectionError as ConnectionLost  # REST transport
         except ImportError:
             raise needs from None
         if importlib.util.find_spec("google.cloud.aiplatform_v1") is None:
@@ -156,6 +157,7 @@ class VertexBackend(EmbeddingBackend):
             exceptions.DeadlineExceeded,
             exceptions.GatewayTimeout,
             ConnectionError,
+            ConnectionLost,  # e.g. reset by the peer: not a builtin ConnectionError
         )
 
     def share_quota(self, tasks: int) -> None:
