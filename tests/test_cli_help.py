@@ -13,6 +13,7 @@ COMMANDS = [
     ["list"], ["embed"], ["load"], ["index"], ["run"], ["search"], ["text-embed"], ["models"],
     ["psql"], ["db", "start"], ["db", "stop"], ["db", "status"], ["db", "url"], ["db", "upgrade"],
     ["db", "grant-reader"], ["db", "default-source"], ["diverse"], ["thumbnails"], ["serve"],
+    ["status"],
 ]  # fmt: skip
 
 

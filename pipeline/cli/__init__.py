@@ -83,6 +83,7 @@ from pipeline.cli.models_cmd import models_command  # noqa: E402
 from pipeline.cli.run_cmd import run_command  # noqa: E402
 from pipeline.cli.search_cmd import search_command, text_embed_command  # noqa: E402
 from pipeline.cli.serve_cmd import serve_command  # noqa: E402
+from pipeline.cli.status_cmd import status_command  # noqa: E402
 from pipeline.cli.thumbnails_cmd import thumbnails_command  # noqa: E402
 
 # The commands that embed take the installed backends' flags (pipeline/cli/backend_options.py).
@@ -96,6 +97,7 @@ app.command("text-embed", cls=BackendOptionsCommand)(text_embed_command)
 app.command("diverse", cls=BackendOptionsCommand)(diverse_command)
 app.command("serve", cls=BackendOptionsCommand)(serve_command)
 app.command("thumbnails", cls=BackendOptionsCommand)(thumbnails_command)
+app.command("status", cls=BackendOptionsCommand)(status_command)
 app.command("models")(models_command)
 app.add_typer(_db.db_app, name="db")
 app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(

@@ -1,0 +1,114 @@
+"""`imgvec status`: per-shard progress of a sharded run, from real `imgvec run --shard` processes
+(a real PostgreSQL, open_clip with random weights)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IMGVEC, run_imgvec
+
+IMAGES = 8  # distinct contents; one more file repeats bytes (one content, two objects)
+CLIP = ["--pretrained", "none", "--batch-size", "1", "--part-size", "2", "--read-workers", "2"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    from tests.images import encode, photo, write_images
+
+    folder = tmp_path_factory.mktemp("status-images")
+    files = {f"img{i:02d}.png": encode(photo(i), "PNG") for i in range(IMAGES)}
+    files["copy-of-img03.png"] = files["img03.png"]
+    write_images(folder, files)
+    return folder
+
+
+def task(images: Path, work: Path, url: str, shard: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*IMGVEC, "run", str(images), "--work-dir", str(work), "--shard", shard, *CLIP],
+        env=dict(os.environ) | {"DATABASE_URL": url, "IMGVEC_RUN_ID": "nightly-1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> None:
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+
+
+def status(work: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    return run_imgvec(
+        "status", "--run-id", "nightly-1", "--work-dir", str(work), "--pretrained", "none", *args,
+        env={"DATABASE_URL": url},
+    )  # fmt: skip
+
+
+def status_json(work: Path, url: str, *args: str) -> dict:
+    return json.loads(status(work, url, "--json", *args).stdout)
+
+
+def test_every_shard_of_a_finished_run_is_done_with_its_counts(images, fresh_url, tmp_path):
+    work = tmp_path / "work"
+    for process in [task(images, work, fresh_url, f"{i}/2") for i in range(2)]:
+        finish(process)
+    report = status_json(work, fresh_url)
+    assert report["listing"] == "found" and report["manifest"].endswith("-nightly-1.csv")
+    assert report["all_done"]
+    shards = report["shards"]
+    assert [s["shard"] for s in shards] == ["0/2", "1/2"]
+    for shard in shards:
+        assert shard["done_marker"] and shard["remaining"] == 0 and shard["failed"] == 0
+        assert shard["embedded"] == shard["to_do"] == shard["owned"] > 0, shard
+        assert shard["covered_elsewhere"] == 0 and shard["parts"] > 0
+    assert sum(s["embedded"] for s in shards) == IMAGES  # the copy shares its original's content
+    stages = sorted(r["stage"] for r in report["runs"])
+    assert stages.count("list") == 1 and stages.count("embed") == 2 and "load" in stages
+    assert all(r["status"] == "succeeded" and r["finished_at"] for r in report["runs"])
+    listing = next(r for r in report["runs"] if r["stage"] == "list")
+    assert listing["counts"]["listed"] == IMAGES + 1, listing
+    embedded = sum(r["counts"].get("embedded", 0) for r in report["runs"] if r["stage"] == "embed")
+    assert embedded == IMAGES
+
+    text = status(work, fresh_url).stdout
+    assert "listing: found" in text
+    for shard in shards:
+        assert (
+            f"shard {shard['shard']}: done, {shard['embedded']}/{shard['to_do']} embedded" in text
+        )
+    assert "does not name a row's shard" in text
+
+
+def test_a_run_stopped_partway_shows_the_lagging_shard(images, fresh_url, tmp_path):
+    work = tmp_path / "work"
+    waiting = status_json(work, fresh_url, "--shards", "2")
+    assert waiting["listing"] == "waiting" and waiting["manifest"] is None
+    assert not any(s["done_marker"] for s in waiting["shards"]) and waiting["runs"] == []
+    assert "listing: waiting" in status(work, fresh_url, "--shards", "2").stdout
+
+    finish(task(images, work, fresh_url, "0/2"))  # task 1 never ran (or was lost)
+    report = status_json(work, fresh_url)  # N from task 0's done-marker
+    first, lagging = report["shards"]
+    assert not report["all_done"]
+    assert first["done_marker"] and first["remaining"] == 0 and first["embedded"] > 0
+    assert not lagging["done_marker"]
+    assert lagging["embedded"] == 0 and lagging["remaining"] == lagging["to_do"] > 0
+    assert first["to_do"] + lagging["to_do"] == IMAGES
+    assert "shard 1/2: not done, 0/" in status(work, fresh_url).stdout
+
+    finish(task(images, work, fresh_url, "1/2"))  # the engine reruns the missing task
+    report = status_json(work, fresh_url)
+    assert report["all_done"] and all(s["remaining"] == 0 for s in report["shards"])
+
+
+def test_a_run_id_without_files_asks_for_the_task_count(fresh_url, tmp_path):
+    result = run_imgvec(
+        "status", "--run-id", "r9", "--work-dir", str(tmp_path / "w"), "--pretrained", "none",
+        env={"DATABASE_URL": fresh_url}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "pass --shards N" in result.stderr, result.stderr
