@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,17 @@ def test_a_run_stopped_partway_shows_the_lagging_shard(images, fresh_url, tmp_pa
     assert first["to_do"] + lagging["to_do"] == IMAGES
     assert "shard 1/2: not done, 0/" in status(work, fresh_url).stdout
 
-    finish(task(images, work, fresh_url, "1/2"))  # the engine reruns the missing task
+    killed = task(images, work, fresh_url, "1/2")
+    deadline = time.monotonic() + 240
+    while not list(work.glob("embeddings/*/shard-1of2-part-*.csv")):
+        assert killed.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    killed.kill()  # SIGKILL once it has written a part: no done-marker
+    killed.wait()
+    lagging = status_json(work, fresh_url)["shards"][1]
+    assert not lagging["done_marker"] and 0 < lagging["embedded"] <= lagging["to_do"], lagging
+
+    finish(task(images, work, fresh_url, "1/2"))  # the engine reruns the task
     report = status_json(work, fresh_url)
     assert report["all_done"] and all(s["remaining"] == 0 for s in report["shards"])
 
