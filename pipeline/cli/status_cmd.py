@@ -101,7 +101,7 @@ def _print(report: dict) -> None:
             f"{shard['remaining']} remaining, {shard['failed']} failed "
             f"({shard['failed_permanently']} permanently); owns {shard['owned']} of the "
             f"manifest's contents, {shard['covered_elsewhere']} already in other parts; "
-            f"{shard['parts']} parts"
+            f"parts written: {shard['parts']}"
         )
     if report["manifest"] is None:
         return
