@@ -104,7 +104,7 @@ def read_index(work: WorkDir, folder: str) -> PartIndex:
     files = work.sizes(folder)
     parts = {f: int(m.group(1)) for f in files if (m := _PART.search(f))}
     for path in parts:
-        index.done.update(content_key(loc, h) for loc, h in _part_keys(work, path, files))
+        index.done.update(content_key(loc, h) for loc, h in part_keys(work, path, files))
         if has_failures(path, files):
             index.failed_permanently.update(
                 content_key(f.locator, f.content_hash)
@@ -236,7 +236,7 @@ def read_part(
     )
 
 
-def _part_keys(work: WorkDir, path: str, sizes: dict[str, int]) -> zip:
+def part_keys(work: WorkDir, path: str, sizes: dict[str, int]) -> zip:
     """(locator, content_hash) of each row of a part: from its twin when that matches, else the CSV."""
     if sizes[path] <= _EMPTY_PART:
         return zip()

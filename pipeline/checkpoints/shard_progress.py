@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from pipeline.checkpoints.failures import has_failures, read_failures
 from pipeline.checkpoints.manifest import iter_entries
-from pipeline.checkpoints.parts import _part_keys, is_part
+from pipeline.checkpoints.parts import is_part, part_keys
 from pipeline.checkpoints.run_markers import FOLDER, listed_manifest, run_slug, shards_done
 from pipeline.core.objects import content_key
 from pipeline.core.shards import shard_of
@@ -99,7 +99,7 @@ def run_progress(work: WorkDir, run_id: str, folder: str, count: int | None) -> 
         if (index := _own_shard(path, count)) is not None:
             own_parts[index].append(path)
         else:
-            other_keys.update(content_key(loc, h) for loc, h in _part_keys(work, path, files))
+            other_keys.update(content_key(loc, h) for loc, h in part_keys(work, path, files))
     for shard, keys, parts in zip(shards, owned, own_parts, strict=True):
         _count_shard(work, shard, keys, other_keys, parts, files)
     return progress
@@ -116,7 +116,7 @@ def _count_shard(
     to_do = owned - other_keys
     embedded: set[str] = set()
     for path in parts:
-        embedded.update(content_key(loc, h) for loc, h in _part_keys(work, path, files))
+        embedded.update(content_key(loc, h) for loc, h in part_keys(work, path, files))
     embedded &= to_do
     failed, permanent = set(), set()
     for path in (p for p in parts if has_failures(p, files)):
