@@ -1,32 +1,36 @@
 """Scale-out over N tasks, simulated on this one machine: N task processes against the Vertex AI
-fake with a per-request latency (the work is waiting, so the processes scale on 2 cores). Each
-task is a separate process with its own backend, limiter and clients, as on a batch engine; it
-embeds its shard of the objects (`Shard(i, N).owns(key)`, the split `imgvec embed --shard`
-makes) through the backend directly (`embed_stream`), after `share_quota(N)`. The fake tells the
-tasks apart by their project (`task<i>`) and answers each request after the latency.
+fake with a per-request latency (the work is waiting, so the processes scale on 2 cores). The
+fake tells the tasks apart by their project (`--project task<i>`).
 
-(a) throughput vs N = 1, 2, 4, 8 when the quota is not what binds (per task: `--concurrency`
-    requests in flight at `--latency` s each), over the time every task is running: goal
-    >= 0.9 N x one task;
+(a) throughput vs N = 1, 2, 4, 8 of real `imgvec embed --shard i/N` processes, each N over its
+    own listed folder of small distinct PNGs (the embedded PostgreSQL under a scratch
+    IMGVEC_HOME), when the quota is not what binds (per task: `--concurrency` requests in flight
+    at `--latency` s each), counted over the time every task is running: goal >= 0.9 N x one task;
 (b) the total time for `--objects` objects at a 600/min quota with 8 tasks, vs objects/600
     minutes (goal: within 5 %), and the fake's 429s. The fake's minute is scaled down `--speedup`
     times (its quota counted over 60/speedup s, the tasks' --rate-limit 600 x speedup), so 20,000
-    objects take 200 s instead of 33 min;
-(c) each task's overhead before its first request (process start, imports, the backend and its
-    clients), from (a).
+    objects take 200 s instead of 33 min. Start-up does not scale with the quota, so here each
+    task is a process that builds its backend (then `share_quota(8)`), waits until all are ready,
+    then embeds its shard (`Shard(i, 8).owns`) through `embed_stream`: the pacing alone;
+(c) from (a): each `imgvec embed --shard` task's time from its start to its first request
+    (interpreter, imports, database, work-dir lock, manifest, parts index, clients).
 
-    .venv/bin/python bench/bench_scale.py                        # 20,000 objects in (b)
-    .venv/bin/python bench/bench_scale.py --objects 4000 --speedup 10   # quicker
+    .venv/bin/python bench/bench_scale.py                                # 20,000 objects in (b)
+    .venv/bin/python bench/bench_scale.py --objects 4000 --seconds 5     # quicker
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -36,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fakes.vertex import FakeVertex, FakeVertexConfig  # noqa: E402
 
+IMGVEC = [sys.executable, "-m", "pipeline"]
 _PROJECT = re.compile(r"/projects/([^/]+)/")
 
 
@@ -109,6 +114,11 @@ def run_tasks(
     return {"ready": ready, "went": went, "ended": time.monotonic(), "embedded": embedded}
 
 
+def content_key(uri: str) -> str:
+    """A stand-in for the object's content key, a digest of its bytes: what a shard is cut by."""
+    return hashlib.sha256(uri.encode()).hexdigest()
+
+
 def task(spec: dict) -> None:
     """One task: its shard of the objects, through the backend, sharing the quota."""
     from pipeline.core.shards import Shard
@@ -134,7 +144,7 @@ def task(spec: dict) -> None:
     items = (
         ImageItem(uri, source=VertexImage("image/jpeg", gcs_uri=uri))
         for uri in uris
-        if shard.owns(uri)
+        if shard.owns(content_key(uri))
     )
     results = [result for _, result in backend.embed_stream(items)]
     if any(isinstance(result, ItemFailure) for result in results):
@@ -142,34 +152,89 @@ def task(spec: dict) -> None:
     print(json.dumps({"embedded": len(results)}))
 
 
-def throughput(args) -> None:
+def make_pngs(folder: Path, n: int) -> None:
+    """n distinct tiny PNGs (distinct bytes: identical ones would share a content key)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (8, 8), (i % 256, (i // 256) % 256, 7)).save(folder / f"img{i:05d}.png")
+
+
+def embed_tasks(fake: ScaledQuotaFake, tasks: int, work: Path, env: dict, concurrency: int):
+    """N `imgvec embed --shard i/N` processes over one work dir, all at once; when they started."""
+    started = time.monotonic()
+    children = [
+        subprocess.Popen(
+            [
+                *IMGVEC,
+                "embed",
+                "--work-dir",
+                str(work),
+                "--shard",
+                f"{i}/{tasks}",
+                "--backend",
+                "vertex",
+                "--project",
+                f"task{i}",
+                "--dimension",
+                "128",
+                "--api-endpoint",
+                fake.endpoint,
+                "--rate-limit",
+                "60000",
+                "--concurrency",
+                str(concurrency),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(tasks)
+    ]
+    for child in children:
+        out, err = child.communicate()
+        if child.returncode:
+            raise SystemExit(f"imgvec embed exited {child.returncode}: {out}{err}")
+    return started
+
+
+def throughput(args, scratch: Path, env: dict) -> None:
     print(
-        f"(a) throughput, quota not binding: {args.concurrency} requests in flight per task, "
-        f"{args.latency * 1000:.0f} ms each"
+        f"(a) `imgvec embed --shard i/N`, quota not binding: {args.concurrency} requests in "
+        f"flight per task, {args.latency * 1000:.0f} ms each"
     )
+    per_task = int(args.seconds * args.concurrency / args.latency)
+    make_pngs(scratch / "images", per_task * 8)
     one = None
     overheads: dict[int, list[float]] = {}
     for tasks in (1, 2, 4, 8):
+        folder, work = scratch / f"images-{tasks}", scratch / f"work-{tasks}"
+        folder.mkdir()
+        for path in sorted((scratch / "images").iterdir())[: per_task * tasks]:
+            os.link(path, folder / path.name)
+        listing = [*IMGVEC, "list", str(folder), "--work-dir", str(work)]
+        subprocess.run(listing, env=env, check=True, capture_output=True)
         fake = ScaledQuotaFake(args.latency, quota=None)
         try:
-            per_task = int(args.seconds * args.concurrency / args.latency)
-            run = run_tasks(fake, tasks, per_task * tasks, 60_000, args.concurrency)
+            started = embed_tasks(fake, tasks, work, env, args.concurrency)
         finally:
             fake.stop()
         # Counted while every task runs: not the start-up of the last nor the tail of the first.
         since, until = max(fake.first.values()), min(fake.last.values())
+        if until <= since:
+            raise SystemExit(f"N={tasks}: a task ended before the last began: raise --seconds")
         answered = sum(since <= t <= until for t in fake.success_times)
         rate = answered / (until - since)
         one = one or rate
-        overheads[tasks] = run["ready"]
+        overheads[tasks] = [fake.first[f"task{i}"] - started for i in range(tasks)]
         print(
             f"    N={tasks}: {rate:6.1f} requests/s = {rate / one:4.2f} x one task "
-            f"({rate / one / tasks:.0%} of N x); {sum(run['embedded'])} objects, "
+            f"({rate / one / tasks:.0%} of N x); {per_task * tasks} objects, "
             f"{fake.stats['ok']} requests, {fake.stats['429']} 429s"
         )
-    print(
-        "(c) a task's overhead before its first request (process start to backend and clients made)"
-    )
+    print("(c) an `imgvec embed --shard` task's start to its first request")
     for tasks, seconds in overheads.items():
         print(f"    N={tasks}: median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s")
 
@@ -205,12 +270,21 @@ def main() -> None:
     parser.add_argument("--speedup", type=float, default=10.0, help="how much shorter (b)'s minute")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds per request")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight per task")
-    parser.add_argument("--seconds", type=float, default=10.0, help="each (a) run's length")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each (a) task's share, in s")
     args = parser.parse_args()
     if args.task:
         task(json.loads(args.task))
         return
-    throughput(args)
+    from pipeline.db.embedded import EmbeddedPostgres
+
+    scratch = Path(tempfile.mkdtemp(prefix="imgvec-bench-scale-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["IMGVEC_HOME"] = str(scratch / "home")
+    try:
+        throughput(args, scratch, env)
+    finally:
+        EmbeddedPostgres(scratch / "home" / "pgdata").stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     total_time(args)
 
 
