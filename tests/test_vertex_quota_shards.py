@@ -18,6 +18,7 @@ import pytest
 from pipeline.embedding.backends.base import ImageItem
 from pipeline.embedding.backends.vertex import VertexBackend
 from pipeline.embedding.backends.vertex_requests import VertexImage
+from pipeline.embedding.ratelimit import HEADROOM, RateLimiter
 from pipeline.errors import ItemFailure, UsageError
 from tests.fakes.vertex import FakeVertex, FakeVertexConfig
 from tests.images import encode, photo
@@ -163,3 +164,12 @@ def test_the_space_and_its_flags_do_not_depend_on_the_regions():
 def test_a_bad_location_is_a_usage_error_naming_the_flag(location, problem):
     with pytest.raises(UsageError, match=f"--location: {problem}"):
         VertexBackend.from_options(project="quota", location=location)
+
+
+def test_a_task_may_take_the_quota_in_proportion_to_its_share():
+    """`share_quota(total / own)`: a task with 40 % of the objects paces at 40 % of the quota."""
+    limiter = RateLimiter(600)
+    limiter.share(100 / 40)
+    assert limiter.interval == pytest.approx(60 / (600 * 0.4 * HEADROOM))
+    with pytest.raises(ValueError, match="at most all of it"):
+        limiter.share(0.5)

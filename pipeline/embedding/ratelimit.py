@@ -30,10 +30,11 @@ class RateLimiter:
         self._next = [now] * quotas  # each quota's next free slot
         self._lock = threading.Lock()
 
-    def share(self, tasks: int) -> None:
-        """Pace at rate/tasks: this process is one of `tasks` sharing each quota."""
+    def share(self, tasks: float) -> None:
+        """Pace at rate/tasks: this process is one of `tasks` sharing each quota (or, given
+        total work / this task's work, takes the quota in proportion to its work)."""
         if tasks < 1:
-            raise ValueError("the number of tasks sharing a quota must be at least 1")
+            raise ValueError("the share of a quota must be at most all of it (tasks >= 1)")
         with self._lock:
             self.interval = 60.0 * tasks / (self.per_minute * HEADROOM)
 

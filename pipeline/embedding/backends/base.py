@@ -121,9 +121,11 @@ class EmbeddingBackend(abc.ABC):
     def embed_text_batch(self, texts: list[str]) -> np.ndarray:
         """One vector per text, in the same space as the images."""
 
-    def share_quota(self, tasks: int) -> None:
+    def share_quota(self, tasks: float) -> None:
         """This process is one of `tasks` (shards of one run) sharing the backend's quota: a
-        backend with a service quota (Vertex AI) paces at 1/tasks of it. Local models: nothing."""
+        backend with a service quota (Vertex AI) paces at 1/tasks of it. Local models: nothing.
+        `tasks` = the run's objects / this task's gives each task the quota in proportion to its
+        share, so that unequal shares (a hash splits them ~2 % unevenly) still end together."""
         return None
 
     def check(self) -> None:

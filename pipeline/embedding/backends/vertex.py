@@ -160,7 +160,7 @@ class VertexBackend(EmbeddingBackend):
             ConnectionLost,  # e.g. reset by the peer: not a builtin ConnectionError
         )
 
-    def share_quota(self, tasks: int) -> None:
+    def share_quota(self, tasks: float) -> None:
         """`tasks` processes share the project's quota in each region: pace at rate/tasks."""
         self.limiter.share(tasks)
 
