@@ -73,5 +73,6 @@ async def test_hostile_inputs_and_names_end_to_end(tmp_path, new_database, verte
     assert {p.relative_to(work).parts[0] for p in work.rglob("*") if p.is_file()} <= {
         "manifests",
         "embeddings",
+        "thumbnails",  # named by content key: no listed name reaches a path
         ".gitignore",  # "*": the work dir stays out of the user's git repository
     }
