@@ -7,7 +7,8 @@ fake tells the tasks apart by their project (`--project task<i>`).
     IMGVEC_HOME), when the quota is not what binds (per task: `--concurrency` requests in flight
     at `--latency` s each), counted over the time every task is running: goal >= 0.9 N x one task;
 (b) the total time for `--objects` objects at a 600/min quota with 8 tasks, vs objects/600
-    minutes (goal: within 5 %), and the fake's 429s. The fake's minute is scaled down `--speedup`
+    minutes (goal: within 5 %), and the fake's 429s: each task at 1/N of the quota
+    (`share_quota(N)`), then each at its share of the objects (`share_quota(total / own)`). The fake's minute is scaled down `--speedup`
     times (its quota counted over 60/speedup s, the tasks' --rate-limit 600 x speedup), so 20,000
     objects take 200 s instead of 33 min. Start-up does not scale with the quota, so here each
     task is a process that builds its backend (then `share_quota(8)`), waits until all are ready,
