@@ -23,7 +23,7 @@ from pipeline.errors import ItemFailure, UsageError
 from tests.fakes.vertex import FakeVertex, FakeVertexConfig
 from tests.images import encode, photo
 
-WINDOW = 2.0  # seconds: the fake's "minute"
+WINDOW = 5.0  # seconds: the fake's "minute" (1 % of it, 50 ms, must exceed the jitter)
 _LOCATION = re.compile(r"/locations/([^/]+)/")
 
 
@@ -96,19 +96,19 @@ def busy(fake: FakeVertex) -> float:
 
 @pytest.mark.parametrize("tasks", [1, 2, 4])
 def test_tasks_sharing_the_quota_at_rate_equal_quota_see_no_429(tasks):
-    quota = 40  # per window: 20 requests/s
+    quota = 40  # per window: 8 requests/s
     fake = RegionalQuotaFake(quota)
     try:
         backends = [backend(fake, per_minute(quota)) for _ in range(tasks)]
         for model in backends:
             model.share_quota(tasks)
-        images = 2 * quota  # two windows' worth: the second is where a quota overflows
+        images = 3 * quota // 2  # past one window: where a quota overflows
         run_tasks(backends, images // tasks)
     finally:
         fake.stop()
     assert fake.refused == {} and fake.accepted == {"us-central1": images}
-    # ... and together they fill it: two windows' worth takes about two windows.
-    assert busy(fake) < 2 * WINDOW * 1.1, busy(fake)
+    # ... and together they fill it: 1.5 windows' worth takes about 1.5 windows.
+    assert busy(fake) < 1.5 * WINDOW * 1.1, busy(fake)
 
 
 def test_tasks_that_do_not_share_the_quota_draw_429s_and_still_finish():
@@ -131,7 +131,7 @@ def test_several_locations_share_the_requests_each_within_its_own_quota():
         backends.append(backend(fake, per_minute(quota), location=",".join(regions)))
         for model in backends:
             model.share_quota(tasks)
-        images = len(regions) * 2 * quota
+        images = len(regions) * 3 * quota // 2
         run_tasks(backends, images // tasks)
     finally:
         fake.stop()
@@ -139,7 +139,7 @@ def test_several_locations_share_the_requests_each_within_its_own_quota():
     assert set(fake.accepted) == set(regions) and sum(fake.accepted.values()) == images
     assert min(fake.accepted.values()) >= images / len(regions) - tasks, fake.accepted
     # Two regions' quotas: twice one region's throughput.
-    assert busy(fake) < 2 * WINDOW * 1.1, busy(fake)
+    assert busy(fake) < 1.5 * WINDOW * 1.1, busy(fake)
 
 
 def test_the_space_and_its_flags_do_not_depend_on_the_regions():
