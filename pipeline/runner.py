@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import interrupt
-from pipeline.checkpoints.manifest import latest_manifest
+from pipeline.checkpoints.manifest import iter_entries, latest_manifest
 from pipeline.checkpoints.run_markers import (
     listed_manifest,
     publish_listed,
     publish_shard_done,
     shards_done,
 )
+from pipeline.core.objects import content_key
 from pipeline.core.shards import Shard
 from pipeline.db import connect, open_database, resolve_url
 from pipeline.db.runs import tracked_run
@@ -54,8 +55,8 @@ async def embed_work_dir(
     manifest = manifest or latest_manifest(work)
     options = EmbedOptions(force, retry_failed, part_size, read_workers, shard=shard)
     space = backend.space
-    if shard is not None:
-        backend.share_quota(shard.count)  # N tasks together keep to the project's quota
+    if shard is not None:  # N tasks together keep to the project's quota
+        backend.share_quota(quota_share(work, manifest, shard))
     lock = work_dir_lock_of(work, space.name, shard)
     with interrupt.graceful():  # a signal stops the work below, which then winds down itself
         async with open_database(settings) as conn, work_dir_lock(conn, *lock):
@@ -86,6 +87,19 @@ async def embed_work_dir(
 def work_dir_lock_of(work: WorkDir, space: str, shard: Shard | None) -> tuple[str, str, str]:
     """The work-dir lock's key: one embed per work dir, space and shard at a time."""
     return work.spec, space, str(shard) if shard else ""
+
+
+def quota_share(work: WorkDir, manifest: str, shard: Shard) -> float:
+    """How many tasks' worth of work there is per this task's: each paces at rate x own / total,
+    so that every task ends together. Hash shares are balanced only statistically (8 shards of
+    20,000 objects: the largest +4.6 % over an even share), and paced at rate / N the largest one
+    would end the run last (bench_scale: +6.0 % over the quota's ideal, +1.1 % this way)."""
+    total = own = 0
+    for entry in iter_entries(work, manifest):
+        if entry.present:
+            total += 1
+            own += shard.owns(content_key(entry.locator, entry.content_hash))
+    return total / max(own, 1) if total else float(shard.count)
 
 
 def _known_contents(conn, space_id: int, loop: asyncio.AbstractEventLoop) -> KnownContents:

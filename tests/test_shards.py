@@ -283,3 +283,26 @@ def test_a_wrong_shard_exits_2_saying_why(args, env, message, tmp_path) -> None:
         "run", str(tmp_path), "--work-dir", str(tmp_path / "work"), *args, env=env, check=False
     )
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_each_task_takes_the_quota_in_proportion_to_its_share(tmp_path) -> None:
+    """Paced at rate x own / total, every task ends together however unequal the hash shares."""
+    from pipeline.checkpoints.manifest import ManifestWriter
+    from pipeline.core.objects import ObjectInfo, content_key
+    from pipeline.runner import quota_share
+    from pipeline.workdir import WorkDir
+
+    work = WorkDir(tmp_path)
+    writer = ManifestWriter(work, "manifests/m.csv")
+    objects = [
+        ObjectInfo(f"file:///i/{i}.png", "file", None, f"/i/{i}.png", f"{i}.png",
+                   content_hash=f"md5:{i:032x}")
+        for i in range(200)
+    ]  # fmt: skip
+    writer.write([(o, "new", None) for o in objects] + [(objects[0], "deleted", None)])
+    writer.publish()
+    shards = [Shard(i, 3) for i in range(3)]
+    owned = [sum(s.owns(content_key(o.locator, o.content_hash)) for o in objects) for s in shards]
+    shares = [quota_share(work, "manifests/m.csv", s) for s in shards]
+    assert shares == [pytest.approx(200 / n) for n in owned]  # the deleted row counts for none
+    assert sum(1 / s for s in shares) == pytest.approx(1)  # together: the whole quota
