@@ -115,7 +115,6 @@ class VertexBackend(EmbeddingBackend):
         )
         try:
             from google.api_core import exceptions
-            from requests.exceptions import ConnectionError as ConnectionLost  # REST transport
         except ImportError:
             raise needs from None
         if importlib.util.find_spec("google.cloud.aiplatform_v1") is None:
@@ -157,7 +156,6 @@ class VertexBackend(EmbeddingBackend):
             exceptions.DeadlineExceeded,
             exceptions.GatewayTimeout,
             ConnectionError,
-            ConnectionLost,  # e.g. reset by the peer: not a builtin ConnectionError
         )
 
     def share_quota(self, tasks: float) -> None:
