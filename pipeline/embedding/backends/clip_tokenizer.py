@@ -24,8 +24,8 @@ import numpy as np
 DEFAULT_CONTEXT_LENGTH = 77  # open_clip's, for a config that sets none
 CLEAN_KINDS = ("lower", "whitespace", "canonicalize")
 SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
-# open_clip's SimpleTokenizer reads this many merges (the 49152-token vocabulary, less the 256
-# byte tokens, their 256 end-of-word forms... as its `merges[1:49152-256-2+1]` slice says).
+# The merges open_clip reads from the file (its `merges[1:49152-256-2+1]`): line 0 is a header,
+# and the merges it keeps plus 2 x 256 byte tokens and 2 special ones make the 49408 token ids.
 MERGES_LINES = slice(1, 49152 - 256 - 2 + 1)
 # The words and pieces BPE runs on, as open_clip splits them (the `regex` module: \p{L}, \p{N}).
 WORD_PATTERN = (
