@@ -141,21 +141,37 @@ async def _connect_once(url: str, timeout: float, register_vector: bool) -> asyn
     conn = await asyncpg.connect(url, timeout=timeout)
     try:
         if register_vector:
-            await _register_vector(conn)
+            await prepare_session(conn)
     except BaseException:
         conn.terminate()  # half-made: a server cutting us off may not answer a polite close
         raise
     return conn
 
 
-async def _register_vector(conn: asyncpg.Connection) -> None:
+async def prepare_session(conn: asyncpg.Connection) -> None:
+    """What every imgvec connection needs: pgvector's codec, and iterative index scans.
+
+    Searches filter the index's candidates (deleted objects, the query's own images, --where):
+    with iterative scans (pgvector >= 0.8) the index reads on until k rows pass. relaxed_order
+    keeps the near rows found late, which strict_order drops: better recall at the same cost
+    (sql/README.md); the searches put the rows back in order. Set once for the session rather
+    than per search: a SET LOCAL needs a transaction, four round trips per search where the
+    search itself is one (bench_serve)."""
     from pgvector.asyncpg import register_vector
 
     try:
         await register_vector(conn)
     except ValueError:
         # The extension does not exist yet (a fresh database before its first migration).
-        pass
+        return
+    # (set_config on a placeholder: the value holds when the library loads in this session)
+    await conn.execute(
+        """
+        SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false) FROM pg_extension
+        WHERE extname = 'vector'
+          AND string_to_array(substring(extversion from '^[0-9]+[.][0-9]+'), '.')::int[] >= '{0,8}'
+        """
+    )
 
 
 def _is_unix_socket(url: str) -> bool:

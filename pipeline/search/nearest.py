@@ -64,45 +64,26 @@ def unit(vectors: list[np.ndarray]) -> np.ndarray:
 
 
 async def _nearest(conn, space, space_id, source_id, query, k, exclude, filters: Filters):
-    # Placeholders $1-$5 are this query's own.
+    # Placeholders $1-$5 are this query's own. Iterative index scans are on for the session
+    # (pipeline.db.connection.prepare_session): a filter still gets k rows from the index.
     condition, values = filters.sql(first_parameter=6)
+    sql = f"""
+        SELECT * FROM (
+            SELECT o.object_id, o.locator, o.name, o.content_hash, o.attributes::text,
+                   o.content_type, e.embedding::vector({space.dimension}) <-> $1 AS distance
+            FROM embeddings e JOIN objects o ON o.object_id = e.object_id
+            WHERE e.space_id = $2 AND o.deleted_at IS NULL AND o.object_id <> ALL($4::bigint[])
+              AND ($5::integer IS NULL OR o.source_id = $5)
+              AND {condition}
+            ORDER BY distance LIMIT $3
+        ) nearest ORDER BY distance
+        """
+    arguments = (query, space_id, k, exclude, source_id, *values)
+    if not values:
+        return await conn.fetch(sql, *arguments)
     async with conn.transaction():
-        if await _has_iterative_scans(conn):
-            # Deleted objects, other sources and filters are filtered out of the index's
-            # candidates: read on until k rows pass (pgvector >= 0.8). relaxed_order keeps the
-            # near rows found late, which strict_order drops: better recall at the same cost
-            # (measured: sql/README.md); the outer query puts them back in order.
-            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        if values:
-            # A filter drops most of the index's candidates: with pgvector's default candidate
-            # list (40) a filter keeping 10 % of the images found 0.84 of the true 10 nearest,
-            # with 400 0.97 (bench/bench_filter.py). A selective filter gets the exact plan anyway.
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {FILTERED_EF_SEARCH}")
-        return await conn.fetch(
-            f"""
-            SELECT * FROM (
-                SELECT o.object_id, o.locator, o.name, o.content_hash, o.attributes::text,
-                       o.content_type, e.embedding::vector({space.dimension}) <-> $1 AS distance
-                FROM embeddings e JOIN objects o ON o.object_id = e.object_id
-                WHERE e.space_id = $2 AND o.deleted_at IS NULL AND o.object_id <> ALL($4::bigint[])
-                  AND ($5::integer IS NULL OR o.source_id = $5)
-                  AND {condition}
-                ORDER BY distance LIMIT $3
-            ) nearest ORDER BY distance
-            """,
-            query,
-            space_id,
-            k,
-            exclude,
-            source_id,
-            *values,
-        )
-
-
-async def _has_iterative_scans(conn) -> bool:
-    """pgvector >= 0.8 in this database (`imgvec db status` notes an older one, and how to update
-    it); older ones search without iterative scans: a source may then get fewer than k rows."""
-    from pipeline.db import ITERATIVE_SCANS, version_tuple
-
-    version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-    return version is not None and version_tuple(version) >= ITERATIVE_SCANS
+        # A filter drops most of the index's candidates: with pgvector's default candidate
+        # list (40) a filter keeping 10 % of the images found 0.84 of the true 10 nearest,
+        # with 400 0.97 (bench/bench_filter.py). A selective filter gets the exact plan anyway.
+        await conn.execute(f"SET LOCAL hnsw.ef_search = {FILTERED_EF_SEARCH}")
+        return await conn.fetch(sql, *arguments)

@@ -72,7 +72,7 @@ async def search(
             exclude.append(listed[0])
             image_vectors.append(listed[1])
     for object_id in object_ids:
-        image_vectors.append(await stored_vector(conn, object_id, space, space_id))
+        image_vectors.append((await stored_vector(conn, object_id, space))[1])
         exclude.append(object_id)
     if not await anything_loaded(conn, space_id, source_id):
         return Matches.empty(await nothing_loaded(conn, space, root))

@@ -46,25 +46,26 @@ async def listed_query_image(
     raise await _not_in_space(conn, image, row["locator"], space, space_id)
 
 
-async def stored_vector(conn, object_id: int, space: EmbeddingSpace, space_id: int | None):
-    """The vector a listed object has in the space: NotFound for an id no object has, a
-    QueryError for a deleted object or one without a vector there."""
+async def stored_vector(conn, object_id: int, space: EmbeddingSpace):
+    """(the space's id, the vector a listed object has there), in one round trip: NotFound for an
+    id no object has, a QueryError for a deleted object or one without a vector in the space."""
     row = await conn.fetchrow(
         """
-        SELECT o.name, o.locator, o.deleted_at, e.embedding FROM objects o
-        LEFT JOIN embeddings e ON e.object_id = o.object_id AND e.space_id = $2
+        SELECT sp.space_id, o.name, o.locator, o.deleted_at, e.embedding FROM objects o
+        LEFT JOIN embedding_spaces sp ON sp.name = $2
+        LEFT JOIN embeddings e ON e.object_id = o.object_id AND e.space_id = sp.space_id
         WHERE o.object_id = $1
         """,
         object_id,
-        space_id,
+        space.name,
     )
     if row is None:
         raise NotFound(f"no object has the id {object_id}")
     if row["deleted_at"] is not None:
         raise _deleted(row["name"], row["deleted_at"])
     if row["embedding"] is None:
-        raise await _not_in_space(conn, row["name"], row["locator"], space, space_id)
-    return row["embedding"].to_numpy()
+        raise await _not_in_space(conn, row["name"], row["locator"], space, row["space_id"])
+    return row["space_id"], row["embedding"].to_numpy()
 
 
 def _deleted(image: str, gone) -> QueryError:

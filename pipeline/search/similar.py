@@ -29,10 +29,7 @@ async def similar_to(
         raise QueryError(f"k must be at least 1, not {k}")
     filters = Filters(where or [], prefix, content_type, since)
     filters.sql(first_parameter=1)  # an unreadable --where: refused before anything is read
-    space_id = await conn.fetchval(
-        "SELECT space_id FROM embedding_spaces WHERE name = $1", space.name
-    )
-    vector = await stored_vector(conn, object_id, space, space_id)
+    space_id, vector = await stored_vector(conn, object_id, space)
     return await nearest_matches(
         conn, space, space_id, vector, k, exclude=[object_id], filters=filters, min_score=min_score
     )

@@ -44,6 +44,7 @@ class ServiceState:
     async def open(cls, config: ServiceConfig) -> ServiceState:
         """Check the database as every command does (server, pgvector, schema), then pool it."""
         from pipeline.db import open_database, pgvector_of, resolve_url
+        from pipeline.db.connection import prepare_session
 
         async with open_database(config.settings) as conn:
             pgvector = (await pgvector_of(conn)).installed
@@ -57,7 +58,7 @@ class ServiceState:
             await asyncio.to_thread(lambda: chosen.space)
         url = await resolve_url(config.settings)
         pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=POOL_SIZE, init=_register_vector, reset=_keep_session
+            url, min_size=1, max_size=POOL_SIZE, init=prepare_session, reset=_keep_session
         )
         return cls(config, pool, read_only, pgvector)
 
@@ -123,16 +124,10 @@ class ServiceState:
         return found
 
 
-async def _register_vector(conn: asyncpg.Connection) -> None:
-    from pgvector.asyncpg import register_vector
-
-    await register_vector(conn)
-
-
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """What a connection needs between requests: nothing. Searches change no session state
-    (their settings are SET LOCAL, in their transaction, which asyncpg rolls back if left
-    open), so asyncpg's default reset (RESET ALL, CLOSE ALL, UNLISTEN, unlock) would only cost
+    (a filtered one's ef_search is SET LOCAL, in its transaction, which asyncpg rolls back if
+    left open; iterative scans are set for the session by prepare_session), so asyncpg's default reset (RESET ALL, CLOSE ALL, UNLISTEN, unlock) would only cost
     every request a round trip."""
 
 
