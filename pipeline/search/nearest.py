@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,11 +17,19 @@ from pipeline.search.filters import Filters
 FILTERED_EF_SEARCH = 400
 
 
+@dataclass(frozen=True)
+class StoredVector:
+    """A query by a listed object's stored vector, read by the search's own SQL (one round trip
+    where reading it first is two). No rows when the object has no vector there, or is deleted."""
+
+    object_id: int
+
+
 async def nearest_matches(
     conn,
     space: EmbeddingSpace,
     space_id: int | None,
-    query: np.ndarray,
+    query: np.ndarray | StoredVector,
     k: int,
     *,
     exclude: list[int],
@@ -67,14 +76,25 @@ async def _nearest(conn, space, space_id, source_id, query, k, exclude, filters:
     # Placeholders $1-$5 are this query's own. Iterative index scans are on for the session
     # (pipeline.db.connection.prepare_session): a filter still gets k rows from the index.
     condition, values = filters.sql(first_parameter=6)
+    dimension = space.dimension
+    target, stored = "$1", ""
+    if isinstance(query, StoredVector):
+        # (an uncorrelated subquery: run once, its value handed to the index scan. The HNSW
+        # scan of a NULL returns rows in no order: no vector, no rows.)
+        target = f"(SELECT embedding::vector({dimension}) FROM stored)"
+        stored = """WITH stored AS MATERIALIZED (
+            SELECT q.embedding FROM embeddings q JOIN objects qo ON qo.object_id = q.object_id
+            WHERE q.object_id = $1::bigint AND q.space_id = $2 AND qo.deleted_at IS NULL)"""
+        query = query.object_id
     sql = f"""
+        {stored}
         SELECT * FROM (
             SELECT o.object_id, o.locator, o.name, o.content_hash, o.attributes::text,
-                   o.content_type, e.embedding::vector({space.dimension}) <-> $1 AS distance
+                   o.content_type, e.embedding::vector({dimension}) <-> {target} AS distance
             FROM embeddings e JOIN objects o ON o.object_id = e.object_id
             WHERE e.space_id = $2 AND o.deleted_at IS NULL AND o.object_id <> ALL($4::bigint[])
               AND ($5::integer IS NULL OR o.source_id = $5)
-              AND {condition}
+              AND {condition} {"AND EXISTS (SELECT FROM stored)" if stored else ""}
             ORDER BY distance LIMIT $3
         ) nearest ORDER BY distance
         """

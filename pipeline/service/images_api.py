@@ -81,7 +81,14 @@ async def similar(
     async with state.pool.acquire() as conn:
         chosen = await state.space(conn, space)
         matches = await similar_to(
-            conn, chosen, object_id, k, where=where, min_score=min_score, prefix=prefix
+            conn,
+            chosen,
+            object_id,
+            k,
+            where=where,
+            min_score=min_score,
+            prefix=prefix,
+            space_id=await state.space_id(conn, chosen),
         )
     return {
         "space": chosen.name,

@@ -36,6 +36,7 @@ class ServiceState:
     pgvector: str | None
     _backends: dict[str, EmbeddingBackend] = field(default_factory=dict)
     _spaces: dict[str, EmbeddingSpace] = field(default_factory=dict)
+    _space_ids: dict[str, int] = field(default_factory=dict)
     _backends_lock: threading.Lock = field(default_factory=threading.Lock)
     _work_dirs: tuple[float, list[WorkDir]] | None = None
     _reader: ObjectReader | None = None
@@ -85,6 +86,18 @@ class ServiceState:
                 raise Problem(404, f"no space named {name!r} (spaces: {known})")
             self._spaces[name] = found[1]
         return self._spaces[name]
+
+    async def space_id(self, conn, space: EmbeddingSpace) -> int | None:
+        """The space's id in the database (kept once found: a search by a stored vector is then
+        one round trip), None while nothing is loaded in it."""
+        if space.name not in self._space_ids:
+            found = await conn.fetchval(
+                "SELECT space_id FROM embedding_spaces WHERE name = $1", space.name
+            )
+            if found is None:
+                return None
+            self._space_ids[space.name] = found
+        return self._space_ids[space.name]
 
     def backend(self, space: EmbeddingSpace) -> EmbeddingBackend:
         """The backend of a space, built once; its model loads when it first embeds."""
