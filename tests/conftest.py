@@ -27,12 +27,16 @@ def imgvec_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_env(imgvec_home):
-    """Tests never touch a real DATABASE_URL or the user's IMGVEC_HOME."""
-    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "IMGVEC_DATABASE_URL", "IMGVEC_HOME")}
+def _isolated_env(imgvec_home, tmp_path_factory):
+    """Tests never touch a real DATABASE_URL, the user's IMGVEC_HOME or their model cache. The
+    session shares one model cache: each (model, weights) is exported for OpenVINO / ONNX
+    Runtime once per session (~20 s each), whichever test (or subprocess) asks first."""
+    variables = ("DATABASE_URL", "IMGVEC_DATABASE_URL", "IMGVEC_HOME", "IMGVEC_MODEL_CACHE")
+    saved = {k: os.environ.get(k) for k in variables}
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("IMGVEC_DATABASE_URL", None)
     os.environ["IMGVEC_HOME"] = str(imgvec_home)
+    os.environ["IMGVEC_MODEL_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
     yield
     for key, value in saved.items():
         if value is None:

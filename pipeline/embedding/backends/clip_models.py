@@ -160,7 +160,8 @@ def check_weights_available(model: str, tag: str) -> None:
     """
     config = weights_config(model, tag)
     if config.get("hf_hub") and importlib.util.find_spec("huggingface_hub") is not None:
-        cached, where, url = _hf_cached(config["hf_hub"])
+        cached_file, where, url = _hf_cached(config["hf_hub"])
+        cached = cached_file is not None
     else:
         url = config.get("url", "")
         target = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
@@ -179,8 +180,9 @@ def check_weights_available(model: str, tag: str) -> None:
     )
 
 
-def _hf_cached(hf_hub: str) -> tuple[bool, str, str]:
-    """(cached?, the cache folder, the hub's URL) for an open_clip `hf_hub` entry."""
+def _hf_cached(hf_hub: str) -> tuple[Path | None, str, str]:
+    """(the cached file or None, the cache folder, the hub's URL) for an open_clip `hf_hub`
+    entry."""
     from huggingface_hub import constants, try_to_load_from_cache
 
     # open_clip's own reading: 'org/name/file', or 'org/name/' for its default file, and it
@@ -192,8 +194,9 @@ def _hf_cached(hf_hub: str) -> tuple[bool, str, str]:
         names.insert(0, filename[:-4] + ".safetensors")
     if filename == "open_clip_pytorch_model.bin":
         names.insert(0, "open_clip_model.safetensors")
-    cached = any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in names)
-    return cached, constants.HF_HUB_CACHE, constants.ENDPOINT
+    found = [try_to_load_from_cache(repo_id, name) for name in names]
+    files = [Path(path) for path in found if isinstance(path, str)]
+    return (files[0] if files else None), constants.HF_HUB_CACHE, constants.ENDPOINT
 
 
 def _offline() -> bool:
@@ -246,10 +249,14 @@ def pretrained_tags() -> dict[str, list[str]]:
 
 def is_cached(model: str, tag: str) -> bool:
     """Whether the weights are in the local cache already (no network asked)."""
+    return cached_weights_file(model, tag) is not None
+
+
+def cached_weights_file(model: str, tag: str) -> Path | None:
+    """The weights file of a published tag in the local cache, or None (no network asked)."""
     config, _ = _pretrained_config(model, tag)
     if config.get("hf_hub") and importlib.util.find_spec("huggingface_hub") is not None:
         return _hf_cached(config["hf_hub"])[0]
     url = config.get("url", "")
-    return (
-        bool(url) and (Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)).is_file()
-    )
+    target = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+    return target if url and target.is_file() else None
