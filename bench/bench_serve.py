@@ -7,7 +7,8 @@ Then, against a real `imgvec serve` (a child process, uvicorn on 127.0.0.1):
 
 - `GET /api/images/{id}/similar?k=10` — p50 / p99 latency and requests/s with 1 and 16 concurrent
   clients, beside the same query run directly (`pipeline.search.similar_to` on an asyncpg pool in
-  this process: the SQL the endpoint runs, without HTTP, JSON and the service around it). The
+  this process, given the space's id as the service is: the one statement the endpoint runs,
+  without HTTP, JSON and the service around it). The
   same object ids in the same order for both; the rounds are interleaved (this machine is shared).
 - `GET /api/search?text=…` — p50 including the text embedding (the model loaded by a first
   request, which is reported on its own), beside `pipeline.search.search` in this process.
@@ -196,7 +197,7 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
     print(f"{n:,} clustered, normalised 512-d vectors in space {space.name}")
     url = await fresh_database(settings, "bench_serve")
     async with open_database(Settings(database_url=url)) as conn:
-        _, ids = await load(conn, clustered(n, seed=1), space)
+        space_id, ids = await load(conn, clustered(n, seed=1), space)
     port = 18_000 + os.getpid() % 1000
     server = start_server(url, port, scratch)
     pool = [await connect(url) for _ in range(16)]
@@ -221,7 +222,7 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
             async def sql_similar(object_id: int) -> None:
                 conn = free.pop()
                 try:
-                    assert len(await similar_to(conn, space, object_id, K)) == K
+                    assert len(await similar_to(conn, space, object_id, K, space_id=space_id)) == K
                 finally:
                     free.append(conn)
 
