@@ -17,14 +17,20 @@ from tests.images import encode, photo, write_images
 
 pytest.importorskip("open_clip")
 
+IMAGES = 120
+
 
 def test_a_second_run_on_the_same_work_dir_exits_naming_the_holder(tmp_path, fresh_url):
+    # The first run must still be embedding after the two refused commands have started and
+    # exited (64 images were all done first in a clean-clone CI run): eager torch, one image a
+    # batch, ~8 images/s on this machine's 2 cores.
     folder = tmp_path / "images"
-    write_images(folder, {f"img{i:03d}.png": encode(photo(i), "PNG") for i in range(64)})
+    write_images(folder, {f"img{i:03d}.png": encode(photo(i), "PNG") for i in range(IMAGES)})
     work = tmp_path / "work"
     env = dict(os.environ) | {"DATABASE_URL": fresh_url}
     run_imgvec("list", str(folder), "--work-dir", str(work), env=env)
     args = [*IMGVEC, "embed", "--work-dir", str(work), "--pretrained", "none", "--part-size", "4"]
+    args += ["--runtime", "torch", "--batch-size", "1"]
     first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
@@ -54,7 +60,7 @@ def test_a_second_run_on_the_same_work_dir_exits_naming_the_holder(tmp_path, fre
     third = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0, third.stderr
     rows = sum(len(p.read_text().splitlines()) - 1 for p in work.glob("embeddings/*/part-*.csv"))
-    assert rows == 64
+    assert rows == IMAGES
     # The killed run does not show `running` for ever: the next run closed it.
     runs = run_imgvec(
         "psql", "-A", "-t", "-F", "|", "-c",

@@ -41,6 +41,10 @@ _OBJECT = """
     FROM objects o LEFT JOIN sources s ON s.source_id = o.source_id
     WHERE o.object_id = $1 AND o.deleted_at IS NULL
 """
+# Only what names a thumbnail: a page asks for 48 at once.
+_THUMBNAIL_KEY = (
+    "SELECT locator, content_hash FROM objects WHERE object_id = $1 AND deleted_at IS NULL"
+)
 
 
 @router.get("/{object_id}")
@@ -110,7 +114,7 @@ async def thumbnail(state: State, object_id: int, request: Request) -> Response:
     from pipeline.core.objects import content_key
 
     async with state.pool.acquire() as conn:
-        row = await listed_object(conn, object_id)
+        row = await listed_object(conn, object_id, _THUMBNAIL_KEY)
         work_dirs = await state.work_dirs(conn)
     key = content_key(row["locator"], row["content_hash"])
     etag = _etag(key)
@@ -135,8 +139,8 @@ async def original(state: State, object_id: int) -> Response:
     return Response(data, media_type=content_type, headers=ORIGINAL_HEADERS)
 
 
-async def listed_object(conn, object_id: int):
-    row = await conn.fetchrow(_OBJECT, object_id)
+async def listed_object(conn, object_id: int, sql: str = _OBJECT):
+    row = await conn.fetchrow(sql, object_id)
     if row is None:
         raise Problem(404, f"no listed image has object id {object_id}")
     return row
