@@ -208,8 +208,8 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
             timeout=60,
         ) as http:
-            clients = [KeepAlive(port) for _ in range(16)]
-            idle = list(clients)
+            keep_alives = [KeepAlive(port) for _ in range(16)]
+            idle = list(keep_alives)
 
             async def api_similar(object_id: int) -> None:
                 client = idle.pop()
@@ -278,8 +278,8 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
             ):
                 latencies, _ = await timed(call, texts, 1)
                 print(line(side, latencies))
-            for client in clients:
-                client.close()
+            for keep_alive in keep_alives:
+                keep_alive.close()
     finally:
         for conn in pool:
             await conn.close()
