@@ -164,6 +164,31 @@ class KeepAlive:
             self.streams[1].close()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # (a backend that ended)
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def database_pids(pgdata: Path) -> list[int]:
+    """The embedded server's postmaster and its backends (those serving this run's clients)."""
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return [postmaster, *children]
+
+
 async def timed(call, args: list, clients: int) -> tuple[list[float], float]:
     """Latencies (ms) of `call(arg)` for every arg, `clients` at a time; and requests/s."""
     queue = list(reversed(args))
@@ -188,6 +213,7 @@ def line(label: str, latencies: list[float], rate: float | None = None) -> str:
 
 
 async def bench(settings: Settings, n: int, scratch: Path) -> None:
+    pgdata = scratch / "home" / "pgdata"  # (main: IMGVEC_HOME)
     import httpx
 
     from pipeline.search import search, similar_to
@@ -229,12 +255,22 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
             rng = np.random.default_rng(5)
             print("  GET /api/images/{id}/similar?k=10 vs the same query on asyncpg:", flush=True)
             results: dict[tuple[str, int], list] = {}
+            # CPU time a request, each process apart: on a shared machine wall-clock rates swing
+            # with other jobs, while what each side costs the CPU holds still.
+            cpu: dict[tuple[str, int], list] = {}
+            processes = {"server": [server.pid], "postgres": [], "client": [os.getpid()]}
             for _round in range(ROUNDS):
                 for clients in (1, 16):
                     chosen = [int(i) for i in rng.choice(ids, REQUESTS)]
                     for side, call in (("direct SQL", sql_similar), ("API", api_similar)):
+                        processes["postgres"] = database_pids(pgdata)
+                        before = {k: cpu_seconds(p) for k, p in processes.items()}
                         latencies, rate = await timed(call, chosen, clients)
+                        after = {k: cpu_seconds(p) for k, p in processes.items()}
                         results.setdefault((side, clients), []).append((latencies, rate))
+                        cpu.setdefault((side, clients), []).append(
+                            [(after[k] - before[k]) * 1000 / len(chosen) for k in processes]
+                        )
             for clients in (1, 16):
                 for side in ("direct SQL", "API"):
                     runs = results[(side, clients)]
@@ -252,6 +288,16 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
                     f"    -> {clients} client(s): the API adds {api[0] - direct[0]:+.2f} ms to p50; "
                     f"rate {api[1] / direct[1]:.2f}x the direct SQL's",
                     flush=True,
+                )
+                costs = {s: np.median(cpu[(s, clients)], axis=0) for s in ("direct SQL", "API")}
+                for s, (in_server, in_postgres, in_client) in costs.items():
+                    print(
+                        f"       CPU a request, {s:10s}: server {in_server:.2f} ms, postgres "
+                        f"{in_postgres:.2f} ms, client {in_client:.2f} ms"
+                    )
+                print(
+                    f"       -> the rate where CPU is what runs out: "
+                    f"{costs['direct SQL'].sum() / costs['API'].sum():.2f}x the direct SQL's"
                 )
 
             print("  text search, k=10 (the text embedded on every request):", flush=True)
