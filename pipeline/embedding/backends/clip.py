@@ -54,8 +54,8 @@ class ClipOptions(BaseModel):
 
 class ClipBackend(EmbeddingBackend):
     """open_clip, loaded on first use: building the backend (and knowing its space) costs
-    milliseconds; torch and the weights are loaded only when an image or a text must be embedded,
-    so a rerun with nothing new never pays for them."""
+    milliseconds; the model (eager torch, or its export on a compiled runtime) is loaded only when
+    an image or a text must be embedded, so a rerun with nothing new never pays for it."""
 
     name = "clip"
     help_panel = "CLIP (--backend clip)"
@@ -101,7 +101,7 @@ class ClipBackend(EmbeddingBackend):
         checkpoint file (`file-<sha>`) is not: its path must be given."""
         weights, precision = _split_precision(space.weights)
         options: dict[str, Any] = {"model": space.model, "pretrained": weights}
-        options["precision"] = precision
+        options.update(precision=precision)
         if weights.startswith("none-seed") and weights.removeprefix("none-seed").isdigit():
             options.update(pretrained="none", seed=int(weights.removeprefix("none-seed")))
         reason = "its weights are a checkpoint file, known here only by its SHA-256"
