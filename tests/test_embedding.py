@@ -79,7 +79,11 @@ def test_clip_checkpoint_path(tmp_path):
     model, _, _ = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)
     checkpoint = tmp_path / "my-finetune.pt"
     torch.save(model.state_dict(), checkpoint)
-    backend = get_backend("clip", model="ViT-B-32", pretrained=str(checkpoint), device="cpu")
+    # (eager torch: exporting a checkpoint is tests/test_clip_runtimes.py's; an export here
+    # would cost the suite ~40 s)
+    backend = get_backend(
+        "clip", model="ViT-B-32", pretrained=str(checkpoint), device="cpu", runtime="torch"
+    )
     assert backend.space.weights.startswith("file-")
     images = [photo(i) for i in range(3)]
     ours = np.stack([v for _, v in embed_images(zip("abc", images, strict=False), backend=backend)])
