@@ -164,14 +164,11 @@ async def prepare_session(conn: asyncpg.Connection) -> None:
     except ValueError:
         # The extension does not exist yet (a fresh database before its first migration).
         return
-    # (set_config on a placeholder: the value holds when the library loads in this session)
-    await conn.execute(
-        """
-        SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false) FROM pg_extension
-        WHERE extname = 'vector'
-          AND string_to_array(substring(extversion from '^[0-9]+[.][0-9]+'), '.')::int[] >= '{0,8}'
-        """
-    )
+    from pipeline.db import ITERATIVE_SCANS, version_tuple  # (pipeline.db imports this module)
+
+    version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    if version is not None and version_tuple(version) >= ITERATIVE_SCANS:
+        await conn.execute("SET hnsw.iterative_scan = relaxed_order")
 
 
 def _is_unix_socket(url: str) -> bool:
