@@ -15,7 +15,8 @@ added.
 
 `--runtimes [N]` (issue 18) compares what runs CLIP, in one run on N (256) generated 640x480
 JPEGs: the forward pass alone on the same preprocessed images (eager torch, OpenVINO fp32, ONNX
-Runtime fp32, OpenVINO bf16: images/s, CPU, cosine to eager); the embed stage end to end in a fresh
+Runtime fp32, OpenVINO bf16: images/s, CPU, cosine to eager, and the share of the CPU's ceiling:
+its best matrix-product rate over the image tower's FLOPs); the embed stage end to end in a fresh
 process per run (--runtime torch, the default, --precision bf16, the default without thumbnails:
 images/s, vs eager end to end, vs its runtime's forward pass, load time, peak RSS); the export on
 an empty model cache; the stage's own per-image CPU costs. Contenders take turns over --rounds.
@@ -400,6 +401,37 @@ def stage_costs(paths: list[Path], compiled, eager, vectors) -> dict[str, float]
     }
 
 
+def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of this CPU's best dense matrix product (torch's GEMM on all threads, n x n), the
+    best of five tries: the rate a transformer's matmuls cannot beat."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b  # warm-up
+    best = 0.0
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def image_tower_gflop(model) -> float:
+    """GFLOP of one image through the image tower (matmuls and convolutions: ~all of the work)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = model.visual.image_size
+    size = size if isinstance(size, tuple) else (size, size)
+    # With gradients on: under no_grad, MultiheadAttention takes its fused fast path, whose
+    # matmuls the counter does not see (5.9 GFLOP instead of ViT-B-32's 8.7).
+    with torch.enable_grad(), FlopCounterMode(display=False) as counter:
+        model.encode_image(torch.zeros(1, 3, *size))
+    return counter.get_total_flops() / 1e9
+
+
 def rotated(labels, by: int) -> list[str]:
     """The contenders in another order each round: none always runs first or last."""
     order = list(labels)
@@ -455,7 +487,10 @@ def runtimes(n: int, rounds: int) -> None:
             forward_pass(backend, sources[label][:64])  # warm-up
         forward: dict[str, list] = {label: [] for label in FORWARD}
         stage: dict[str, list] = {label: [] for label in END_TO_END}
+        peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
         for round_number in range(rounds):
+            peaks["fp32"].append(matmul_peak(torch.float32))
+            peaks["bf16"].append(matmul_peak(torch.bfloat16))
             for label in rotated(FORWARD, round_number):
                 forward[label].append(forward_pass(backends[label], sources[label]))
             for label in rotated(END_TO_END, round_number):
@@ -468,13 +503,17 @@ def runtimes(n: int, rounds: int) -> None:
             backends["eager torch fp32"],
             forward["OpenVINO fp32"][0][2][:64],
         )
-        report(n, forward, stage, first, meta, preprocessing_diff, costs)
+        ceiling = {precision: max(rates) for precision, rates in peaks.items()}
+        ceiling["GFLOP/image"] = image_tower_gflop(backends["eager torch fp32"].model)
+        report(n, forward, stage, first, meta, preprocessing_diff, costs, ceiling)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def report(n, forward, stage, first, meta, preprocessing_diff, costs) -> None:
+def report(n, forward, stage, first, meta, preprocessing_diff, costs, ceiling) -> None:
     eager = forward["eager torch fp32"][0][2]
+    flop = ceiling["GFLOP/image"]
+    most = {precision: ceiling[precision] / flop for precision in ("fp32", "bf16")}
 
     def rate(runs: list[float]) -> tuple[float, str]:
         rates = [n / seconds for seconds in runs]
@@ -485,17 +524,26 @@ def report(n, forward, stage, first, meta, preprocessing_diff, costs) -> None:
         f"open_clip's: max |difference| {preprocessing_diff:g}):"
     )
     print(
-        "| runtime | images/s, median (rounds) | vs eager | CPU ms/image | cosine to eager, min |"
+        f"the CPU's ceiling: matrix products at {ceiling['fp32']:.0f} GFLOP/s fp32, "
+        f"{ceiling['bf16']:.0f} bf16 (torch's GEMM, 2048x2048, all threads); the image tower "
+        f"{flop:.2f} GFLOP/image -> at most {most['fp32']:.1f} images/s fp32, "
+        f"{most['bf16']:.1f} bf16"
     )
-    print("|---|---|---|---|---|")
+    print(
+        "| runtime | images/s, median (rounds) | vs eager | of the CPU's ceiling | CPU ms/image "
+        "| cosine to eager, min |"
+    )
+    print("|---|---|---|---|---|---|")
     limits = {}
     for label, runs in forward.items():
         limits[label], each = rate([wall for wall, _, _ in runs])
         cpu = statistics.median(c for _, c, _ in runs) / n * 1000
         ratio = limits[label] / limits["eager torch fp32"]
         cosine = min(min_cosine(vectors, eager) for _, _, vectors in runs)
+        share = limits[label] / most["bf16" if "bf16" in label else "fp32"]
         print(
-            f"| {label} | {limits[label]:.1f} ({each}) | {ratio:.2f}x | {cpu:.0f} | {cosine:.6f} |"
+            f"| {label} | {limits[label]:.1f} ({each}) | {ratio:.2f}x | {share:.0%} | {cpu:.0f} "
+            f"| {cosine:.6f} |"
         )
 
     print(f"\nend to end, the embed stage in a fresh process per run, {n} JPEGs:")

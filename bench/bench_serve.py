@@ -53,7 +53,7 @@ from pipeline.plugins import get_backend  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 K = 10
-REQUESTS = 400  # per client count and side, per round
+REQUESTS = 2000  # per client count and side, per round (at 16 clients: ~3 s, so its tail is ~1 %)
 ROUNDS = 3
 TEXTS = ("a red car", "a cat on a sofa", "mountains at dawn", "a bowl of fruit", "city at night")
 
@@ -176,6 +176,14 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (Linux /proc/stat): what share of
+    both cores a phase used, whoever used them."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK"), sum(fields) / os.sysconf("SC_CLK_TCK")
+
+
 def database_pids(pgdata: Path) -> list[int]:
     """The embedded server's postmaster and its backends (those serving this run's clients)."""
     postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
@@ -258,15 +266,21 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
             # CPU time a request, each process apart: on a shared machine wall-clock rates swing
             # with other jobs, while what each side costs the CPU holds still.
             cpu: dict[tuple[str, int], list] = {}
+            usage: dict[tuple[str, int], list] = {}  # the share of both cores busy
             processes = {"server": [server.pid], "postgres": [], "client": [os.getpid()]}
+            for call in (sql_similar, api_similar):  # not timed: both pools filled, code warm
+                await timed(call, [int(i) for i in rng.choice(ids, 64)], 16)
             for _round in range(ROUNDS):
                 for clients in (1, 16):
                     chosen = [int(i) for i in rng.choice(ids, REQUESTS)]
                     for side, call in (("direct SQL", sql_similar), ("API", api_similar)):
                         processes["postgres"] = database_pids(pgdata)
                         before = {k: cpu_seconds(p) for k, p in processes.items()}
+                        busy = machine_busy()
                         latencies, rate = await timed(call, chosen, clients)
+                        busy = [b - a for a, b in zip(busy, machine_busy(), strict=True)]
                         after = {k: cpu_seconds(p) for k, p in processes.items()}
+                        usage.setdefault((side, clients), []).append(busy[0] / busy[1])
                         results.setdefault((side, clients), []).append((latencies, rate))
                         cpu.setdefault((side, clients), []).append(
                             [(after[k] - before[k]) * 1000 / len(chosen) for k in processes]
@@ -293,7 +307,8 @@ async def bench(settings: Settings, n: int, scratch: Path) -> None:
                 for s, (in_server, in_postgres, in_client) in costs.items():
                     print(
                         f"       CPU a request, {s:10s}: server {in_server:.2f} ms, postgres "
-                        f"{in_postgres:.2f} ms, client {in_client:.2f} ms"
+                        f"{in_postgres:.2f} ms, client {in_client:.2f} ms; the machine's "
+                        f"cores {np.median(usage[(s, clients)]):.0%} busy"
                     )
                 print(
                     f"       -> the rate where CPU is what runs out: "

@@ -263,7 +263,9 @@ def test_exit_codes(tmp_path, fresh_url):
 # -- Vertex ------------------------------------------------------------------------------------
 
 
-async def test_vertex_gcs_objects_go_as_uris_through_429_and_503(tmp_path, settings, gcs):
+async def test_vertex_gcs_objects_go_as_uris_through_429_503_and_resets(
+    tmp_path, settings, gcs, caplog
+):
     bucket = gcs.client().create_bucket("photos")
     for i in range(30):
         bucket.blob(f"img{i:02d}.jpg").upload_from_string(
@@ -274,6 +276,7 @@ async def test_vertex_gcs_objects_go_as_uris_through_429_and_503(tmp_path, setti
         FakeVertexConfig(
             rate_429=0.30,
             rate_503=0.05,
+            rate_reset=0.05,  # on the REST transport: requests' ConnectionError
             failures={"gs://photos/img29.jpg": (400, "Unable to decode image")},
         )
     )
@@ -289,7 +292,9 @@ async def test_vertex_gcs_objects_go_as_uris_through_429_and_503(tmp_path, setti
     finally:
         fake.stop()
     assert (result.counts["embedded"], result.counts["failed"]) == (29, 2)
-    assert fake.stats["429"] > 0 and fake.stats["503"] > 0
+    assert fake.stats["429"] > 0 and fake.stats["503"] > 0 and fake.stats["reset"] > 0
+    # 16 requests in flight on 16 kept connections: none opened and dropped (requests keeps 10)
+    assert "Connection pool is full" not in caplog.text
     # The broken object is checked here and never costs a request; the others go as gcsUri.
     assert sorted(set(fake.seen_uris)) == [f"gs://photos/img{i:02d}.jpg" for i in range(30)]
     reasons = dict(

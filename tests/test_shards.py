@@ -15,6 +15,7 @@ import pytest
 from pipeline.core.shards import Shard, run_id_from_environment, shard_from_environment
 from pipeline.db import connect
 from tests.conftest import IMGVEC, create_database, drop_database, run_imgvec
+from tests.shard_tasks import CLIP, finish, task
 
 
 def test_parse() -> None:
@@ -116,9 +117,6 @@ def test_the_assignment_is_stable_across_processes() -> None:
 # -- N tasks of one run: real processes, a real PostgreSQL, open_clip with random weights ----------
 
 IMAGES = 24  # distinct contents; two more files repeat bytes, so dedupe is exercised across shards
-# One image per forward pass: CPU matrix kernels round by batch shape (1 ulp between a batch of 6
-# and one of 24), and which images share a batch is not what sharding is about.
-CLIP = ["--pretrained", "none", "--batch-size", "1", "--part-size", "2", "--read-workers", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -158,22 +156,6 @@ async def database_state(url: str, indexed: bool = True) -> list[tuple[str, str]
         await conn.close()
     assert indexes == (1 if indexed else 0)
     return [(r[0], r[1]) for r in rows]
-
-
-def task(images: Path, work: Path, url: str, shard: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*IMGVEC, "run", str(images), "--work-dir", str(work), "--shard", shard, *CLIP],
-        env=dict(os.environ) | {"DATABASE_URL": url, "IMGVEC_RUN_ID": "nightly-1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen) -> str:
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err
-    return out
 
 
 def embedded_rows(work: Path) -> int:

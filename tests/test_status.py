@@ -4,17 +4,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IMGVEC, run_imgvec
+from tests.conftest import run_imgvec
+from tests.shard_tasks import finish, task
 
 IMAGES = 8  # distinct contents; one more file repeats bytes (one content, two objects)
-CLIP = ["--pretrained", "none", "--batch-size", "1", "--part-size", "2", "--read-workers", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +25,6 @@ def images(tmp_path_factory) -> Path:
     files["copy-of-img03.png"] = files["img03.png"]
     write_images(folder, files)
     return folder
-
-
-def task(images: Path, work: Path, url: str, shard: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*IMGVEC, "run", str(images), "--work-dir", str(work), "--shard", shard, *CLIP],
-        env=dict(os.environ) | {"DATABASE_URL": url, "IMGVEC_RUN_ID": "nightly-1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen) -> None:
-    _, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err
 
 
 def status(work: Path, url: str, *args: str) -> subprocess.CompletedProcess:

@@ -16,7 +16,6 @@ from pipeline.embedding.backends import EmbeddingBackend, ImageItem, ItemFailure
 from pipeline.embedding.images import BadImage
 from pipeline.embedding.readers import ObjectReader
 from pipeline.errors import ConfigError
-from pipeline.listing.registry import find_source
 from pipeline.search.answers import Matches, QueryError
 from pipeline.search.empty import anything_loaded, nothing_loaded
 from pipeline.search.filters import Filters
@@ -62,7 +61,12 @@ async def search(
     space_id = await conn.fetchval(
         "SELECT space_id FROM embedding_spaces WHERE name = $1", space.name
     )
-    source_id, root = await find_source(conn, source) if source else (None, None)
+    source_id, root = None, None
+    if source:
+        # (here, not at the top: `pipeline.listing` brings pandas, 0.3 s a search need not pay)
+        from pipeline.listing.registry import find_source
+
+        source_id, root = await find_source(conn, source)
     exclude, image_vectors, files = [], [], []
     for image in images:
         listed = await listed_query_image(conn, image, space, space_id, source_id)

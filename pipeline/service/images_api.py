@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from pipeline.errors import ItemFailure
+from pipeline.search import similar_to
 from pipeline.service.problems import Problem
 from pipeline.service.results import match_result, result
 from pipeline.service.search_api import MAX_K
@@ -80,8 +81,6 @@ async def similar(
     prefix: Annotated[str | None, Query(description="Names starting with this.")] = None,
 ) -> dict[str, Any]:
     """The images nearest to a listed image's stored vector (itself never among them)."""
-    from pipeline.search import similar_to
-
     async with state.pool.acquire() as conn:
         chosen = await state.space(conn, space)
         matches = await similar_to(

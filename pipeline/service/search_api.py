@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
+from pipeline.search import search
 from pipeline.service.problems import Problem
 from pipeline.service.results import answer
 from pipeline.service.state import ServiceState, service_state
@@ -109,8 +110,6 @@ async def search_by_upload(
 
 
 async def _search(conn, state: ServiceState, space, **query):
-    from pipeline.search import search
-
     return await search(conn, state.backend(space), reader=ListedOnlyReader(), **query)
 
 

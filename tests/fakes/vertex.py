@@ -30,6 +30,7 @@ import numpy as np
 
 MAX_BYTES = 20 * 1024 * 1024
 MIME_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
+DROPPED = 0  # handle()'s status for a request whose connection is closed unanswered
 GCS_FORMATS = {"JPEG", "PNG", "GIF", "BMP"}
 
 _PATH = re.compile(
@@ -50,6 +51,7 @@ class FakeVertexConfig:
     quota_per_minute: int | None = None
     rate_429: float = 0.0
     rate_503: float = 0.0
+    rate_reset: float = 0.0  # the connection closed with no answer (a proxy or NAT dropping it)
     burst_429_until: float = 0.0  # time.monotonic() before which every request gets 429
     failures: dict[str, tuple[int, str]] = field(
         default_factory=dict
@@ -79,6 +81,9 @@ class FakeVertex:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, payload = fake.handle(self.path, body)
+                if status == DROPPED:
+                    self.close_connection = True  # closed, nothing answered
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -121,6 +126,9 @@ class FakeVertex:
                 return self._refuse(429)
             if roll < cfg.rate_429 + cfg.rate_503:
                 return self._refuse(503)
+            if roll < cfg.rate_429 + cfg.rate_503 + cfg.rate_reset:
+                self.stats["reset"] += 1
+                return DROPPED, {}
             self._window.append(now)
             latency = self._random.uniform(*cfg.latency)
         if latency:

@@ -29,6 +29,7 @@ from pipeline.embedding.backends.vertex_requests import (
     MIME_TYPES,
     VertexImage,
     as_gcs_uri,
+    dropped_connection_errors,
     prediction_clients,
     refusal_reason,
     request_image,
@@ -148,7 +149,7 @@ class VertexBackend(EmbeddingBackend):
             for location in self.locations
         ]
         # Retried: quota (HTTP 429 / gRPC RESOURCE_EXHAUSTED) and passing server trouble.
-        self._retryable = (
+        self._retryable: tuple[type[Exception], ...] = (
             exceptions.TooManyRequests,
             exceptions.ResourceExhausted,
             exceptions.ServiceUnavailable,
@@ -156,6 +157,7 @@ class VertexBackend(EmbeddingBackend):
             exceptions.DeadlineExceeded,
             exceptions.GatewayTimeout,
             ConnectionError,
+            *dropped_connection_errors(),
         )
 
     def share_quota(self, tasks: float) -> None:
@@ -168,7 +170,11 @@ class VertexBackend(EmbeddingBackend):
         with self._client_lock:
             if not self._clients:
                 self._clients = prediction_clients(
-                    self.locations, self._api_endpoint, self._credentials, self._transport
+                    self.locations,
+                    self._api_endpoint,
+                    self._credentials,
+                    self._transport,
+                    connections=self.concurrency,
                 )
             return self._clients
 

@@ -134,17 +134,18 @@ def refusal_reason(err) -> str:
 
 
 def prediction_clients(
-    locations: list[str], api_endpoint: str | None, credentials, transport: str
+    locations: list[str], api_endpoint: str | None, credentials, transport: str, connections: int
 ) -> list[Any]:
     """A gapic PredictionServiceClient per region, each to its regional endpoint (or all to
-    `api_endpoint`, e.g. a local stand-in, which takes no credentials)."""
+    `api_endpoint`, e.g. a local stand-in, which takes no credentials), each keeping
+    `connections` connections open (the requests in flight)."""
     from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient
 
     if (api_endpoint or "").startswith("http://"):
         from google.auth.credentials import AnonymousCredentials
 
         credentials = credentials or AnonymousCredentials()
-    return [
+    clients = [
         PredictionServiceClient(
             credentials=credentials,
             transport=transport,
@@ -154,3 +155,33 @@ def prediction_clients(
         )
         for location in locations
     ]
+    for client in clients:
+        _keep_connections(client.transport, connections)
+    return clients
+
+
+def _keep_connections(transport, connections: int) -> None:
+    """requests keeps 10 connections a host: with more requests in flight, each of the others
+    opens a new connection (a TLS handshake) and drops it after ("Connection pool is full,
+    discarding connection"). gRPC needs nothing: one channel carries every request."""
+    from requests.adapters import HTTPAdapter
+
+    session = getattr(transport, "_session", None)  # the REST transport's AuthorizedSession
+    if session is None:
+        return
+    for prefix, adapter in list(session.adapters.items()):
+        if type(adapter) is HTTPAdapter:  # (google-auth's mutual-TLS adapter is left as it is)
+            session.mount(
+                prefix, HTTPAdapter(pool_maxsize=connections, max_retries=adapter.max_retries)
+            )
+
+
+def dropped_connection_errors() -> tuple[type[Exception], ...]:
+    """What a connection closed or stalled mid-request raises on the REST transport: `requests`'
+    own classes, which are not the builtin ConnectionError (on gRPC the same arrives as
+    ServiceUnavailable). Unlisted, one connection a proxy closed stopped the whole embed run."""
+    try:
+        from requests import exceptions as http
+    except ImportError:  # (gRPC only: requests is google-auth's optional transport)
+        return ()
+    return (http.ConnectionError, http.Timeout, http.ChunkedEncodingError)
