@@ -61,8 +61,8 @@ def test_runtime_matches_eager_torch(runtime, precision, least_cosine, eager) ->
     assert alone.tobytes() == images[-1].tobytes()
 
 
-def _backend(runtime: str, precision: str):
-    return get_backend("clip", pretrained="none", runtime=runtime, precision=precision)
+def _backend(runtime: str, precision: str, **options):
+    return get_backend("clip", pretrained="none", runtime=runtime, precision=precision, **options)
 
 
 def test_bf16_is_a_space_of_its_own_found_again_from_its_name() -> None:
@@ -217,3 +217,23 @@ def test_bad_runtime_choices_are_usage_errors() -> None:
         _backend("onnx", "bf16")
     with pytest.raises(UsageError, match="runs on the CPU"):
         get_backend("clip", pretrained="none", runtime="openvino", device="cuda")
+
+
+def test_auto_falls_back_to_eager_torch_when_it_cannot_export(tmp_path, eager, caplog) -> None:
+    """The default runtime with a model cache it cannot write (here: below a file, as a
+    read-only image would be): one warning, then eager PyTorch, the same vectors. A compiled
+    runtime asked for by name fails instead, saying what to do."""
+    from pipeline.errors import ConfigError
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    backend = _backend("auto", "fp32", model_cache=str(blocked / "models"))
+    pairs = ((str(i), image) for i, image in enumerate(IMAGES))
+    images = np.stack([v for _, v in embed_images(pairs, backend=backend, batch_size=3)])
+    assert backend.runtime == "torch"
+    assert "cannot write the model cache" in caplog.text and "eager PyTorch instead" in caplog.text
+    assert np.allclose(images, eager[0], atol=1e-6)
+    assert np.allclose(np.stack(list(embed_texts(TEXTS, backend=backend))), eager[1], atol=1e-6)
+    with pytest.raises(ConfigError, match="cannot write the model cache") as refused:
+        _backend("openvino", "fp32", model_cache=str(blocked / "models")).check()
+    assert "--runtime torch" in (refused.value.hint or "")

@@ -6,6 +6,7 @@ vector must be made."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,8 @@ from pipeline.embedding.backends import clip_export, clip_models, clip_runtime
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
 from pipeline.errors import ConfigError, UsageError
 from pipeline.progress import step
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -77,6 +80,8 @@ class ClipBackend(EmbeddingBackend):
         self.runtime = clip_runtime.resolve_runtime(
             options.runtime, options.device, options.precision
         )
+        # Chosen by auto, an fp32 compiled runtime may give way to eager torch: the same space.
+        self._may_fall_back = options.runtime == "auto" and options.precision == "fp32"
         self._loaded: clip_runtime.EagerClip | clip_runtime.CompiledClip | None = None
         self._load_lock = threading.Lock()
 
@@ -210,14 +215,26 @@ class ClipBackend(EmbeddingBackend):
         folder = clip_export.export_folder(root, model, self._weights_tag, weights)
         meta = clip_export.read_meta(folder)
         if meta is None:  # the first run with these weights (the export needs torch)
-            with step(f"exporting {label} to ONNX for {self.runtime}, once"):
-                folder, meta = clip_export.export(
-                    root,
-                    model,
-                    self._weights_tag,
-                    weights,
-                    lambda: clip_runtime.EagerClip(model, weights, "cpu", seed).model,
+            eager: list[clip_runtime.EagerClip] = []
+
+            def load_eager() -> Any:
+                eager.append(clip_runtime.EagerClip(model, weights, "cpu", seed))
+                return eager[0].model
+
+            try:
+                with step(f"exporting {label} to ONNX for {self.runtime}, once"):
+                    folder, meta = clip_export.export(
+                        root, model, self._weights_tag, weights, load_eager
+                    )
+            except ConfigError as err:  # a cache it cannot write, a model it cannot export
+                if not self._may_fall_back:
+                    raise
+                log.warning(
+                    "imgvec: %s; CLIP runs in eager PyTorch instead (the same vectors, slower)",
+                    err,
                 )
+                self.runtime = "torch"
+                return eager[0] if eager else clip_runtime.EagerClip(model, weights, "cpu", seed)
         with step(f"loading {label} on {self.runtime} ({self.precision})"):
             return clip_runtime.CompiledClip(
                 folder, meta, self.runtime, self.precision, self.batch_size
