@@ -86,5 +86,6 @@ def test_terminal_shows_a_bar_with_the_total(listed):
     assert proc.returncode == 0, text
     assert f"{N}/{N}" in text, text  # tqdm's "done/total"
     assert re.search(
-        r"loading CLIP ViT-B-32 \(none-seed0\) on openvino \(fp32\) \.\.\. done in [\d.]+ s", text
+        r"loading CLIP ViT-B-32 \(none-seed0\) image tower on openvino \(fp32\) \.\.\. done in [\d.]+ s",
+        text,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,11 +185,19 @@ class ClipBackend(EmbeddingBackend):
         return loaded.model
 
     def check(self) -> None:
-        self._model()
+        """Ready to embed images (the embed stage asks, before its progress bar): the model, and
+        on a compiled runtime its image tower, loaded."""
+        self.concurrency = self._model().concurrency
 
     def prepare(self, image):
         # The model's own preprocessing (resize, centre crop, normalise), in a reader thread.
         return self._model().prepare(image)
+
+    def embed_stream(self, items: Iterable[ImageItem]) -> Iterator[tuple[ImageItem, Result]]:
+        # OpenVINO's throughput streams each run a batch: keep that many in flight. Asked here,
+        # where images are embedded: it loads the image tower, which a text search never needs.
+        self.concurrency = self._model().concurrency
+        return super().embed_stream(items)
 
     def embed_image_batch(self, items: list[ImageItem]) -> list[Result]:
         return list(self._model().encode_images([item.source for item in items]))
@@ -201,8 +210,6 @@ class ClipBackend(EmbeddingBackend):
             with self._load_lock:  # reader threads and the model thread may all ask at once
                 if self._loaded is None:
                     self._loaded = self._load()
-                    # OpenVINO's throughput streams each run a batch: keep that many in flight
-                    self.concurrency = self._loaded.concurrency
         return self._loaded
 
     def _load(self) -> clip_runtime.EagerClip | clip_runtime.CompiledClip:
@@ -235,10 +242,10 @@ class ClipBackend(EmbeddingBackend):
                 )
                 self.runtime = "torch"
                 return eager[0] if eager else clip_runtime.EagerClip(model, weights, "cpu", seed)
-        with step(f"loading {label} on {self.runtime} ({self.precision})"):
-            return clip_runtime.CompiledClip(
-                folder, meta, self.runtime, self.precision, self.batch_size
-            )
+        # Its towers load when first used, each a step of its own: a search loads only the text one.
+        return clip_runtime.CompiledClip(
+            folder, meta, self.runtime, self.precision, self.batch_size, label
+        )
 
 
 def _split_precision(weights: str) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """What runs a CLIP model: eager PyTorch (open_clip as it is: on CUDA, or where no compiled runtime
 is installed) or the towers exported to ONNX (`clip_export`) on OpenVINO or ONNX Runtime, which
-do the same fp32 arithmetic twice as fast on a CPU and load in a second without torch.
+load in a second without torch and, on many CPUs, do the same fp32 arithmetic faster.
 
 Both give the backend one interface: `prepare(image)` (in reader threads), `encode_images`,
 `encode_texts` (unit float32 vectors), `device`, `dimension` and `concurrency` (batches worth
@@ -24,6 +24,7 @@ from pipeline.embedding.backends import clip_models
 from pipeline.embedding.backends.clip_export import IMAGE_FILE, TEXT_FILE
 from pipeline.embedding.backends.clip_preprocess import ImageTransform
 from pipeline.errors import ConfigError, UsageError, first_line
+from pipeline.progress import step
 
 COMPILED = {"openvino": "openvino", "onnx": "onnxruntime"}  # runtime -> the module it needs
 INSTALL_HINT = "pip install 'imgvec[clip]' (it includes openvino and onnxruntime)"
@@ -80,39 +81,52 @@ class CompiledClip:
 
     device = "cpu"
 
-    def __init__(self, folder: Path, meta: dict, runtime: str, precision: str, batch: int) -> None:
+    def __init__(
+        self, folder: Path, meta: dict, runtime: str, precision: str, batch: int, label: str
+    ) -> None:
         self.folder, self.runtime, self.precision, self.batch = folder, runtime, precision, batch
+        self.label = label  # e.g. "CLIP ViT-B-32 (laion2b_s34b_b79k)", for the step lines
         self.dimension = int(meta["dimension"])
         self.transform = ImageTransform.from_config(meta["image_transform"])
         self._uses_open_clip_tokenizer = meta["tokenizer"] != "numpy"
         self.model_name = meta["model"]
-        self._image_tower, self.concurrency = self._load_tower(IMAGE_FILE, batch)
-        self._text: tuple[Tower, Callable[[list[str]], np.ndarray]] | None = None
-        self._text_lock = threading.Lock()
+        self._towers: dict[str, tuple[Tower, int]] = {}
+        self._towers_lock = threading.Lock()
+        self._tokenize: Callable[[list[str]], np.ndarray] | None = None
+
+    @property
+    def concurrency(self) -> int:
+        """Batches worth running at once (OpenVINO's streams): the image tower's, loaded to tell."""
+        return self._tower(IMAGE_FILE, self.batch)[1]
 
     def prepare(self, image) -> np.ndarray:
         return self.transform(image)
 
     def encode_images(self, sources: list[np.ndarray]) -> np.ndarray:
+        tower, _ = self._tower(IMAGE_FILE, self.batch)
         pixels = np.stack(sources).astype(np.float32, copy=False)
         return np.concatenate(
             [
-                self._image_tower(_padded(pixels[start : start + self.batch], self.batch))
+                tower(_padded(pixels[start : start + self.batch], self.batch))
                 for start in range(0, len(pixels), self.batch)
             ]
         )[: len(pixels)]
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        tower, tokenize = self._text_tower()
-        return tower(tokenize(texts))
+        tower, _ = self._tower(TEXT_FILE, None)
+        if self._tokenize is None:
+            self._tokenize = self._tokenizer()
+        return tower(self._tokenize(texts))
 
-    def _text_tower(self) -> tuple[Tower, Callable[[list[str]], np.ndarray]]:
-        # Loaded on the first text: an embed run never needs it, and a search needs no image.
-        with self._text_lock:
-            if self._text is None:
-                tower, _ = self._load_tower(TEXT_FILE, None)
-                self._text = (tower, self._tokenizer())
-            return self._text
+    def _tower(self, file: str, batch: int | None) -> tuple[Tower, int]:
+        # Each tower loaded when first used (~0.6 s each): an embed run never needs the text
+        # tower, a text search never the image tower.
+        with self._towers_lock:
+            if file not in self._towers:
+                tower = "image tower" if file == IMAGE_FILE else "text tower"
+                with step(f"loading {self.label} {tower} on {self.runtime} ({self.precision})"):
+                    self._towers[file] = self._load_tower(file, batch)
+            return self._towers[file]
 
     def _tokenizer(self) -> Callable[[list[str]], np.ndarray]:
         if not self._uses_open_clip_tokenizer:
