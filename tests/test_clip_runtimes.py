@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,6 +186,40 @@ def test_a_published_tags_new_cached_file_changes_the_export_key(tmp_path) -> No
     assert folder_name() != first
     assert first.startswith("ViT-B-32--laion2b_s34b_b79k-")
     assert clip_export.read_meta(tmp_path / first) is None  # nothing exported, nothing read
+
+
+def test_old_exports_of_the_same_weights_go_once_unused_for_a_month(tmp_path) -> None:
+    """A new open_clip or torch re-exports under a new key; the old export (~600 MB) is removed
+    when the new one is made, unless it was loaded within STALE_AFTER_DAYS (another install may
+    share the cache). Other models and weights, and exports under way, are never touched."""
+    now = time.time()
+
+    def export(name: str, days_unused: float | None) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / clip_export.IMAGE_FILE).write_bytes(b"graph")
+        if days_unused is not None:  # (None: no meta.json yet, an export under way)
+            (folder / clip_export.META).write_text("{}")
+            unused_since = now - days_unused * 86_400
+            os.utime(folder / clip_export.META, (unused_since, unused_since))
+        return folder
+
+    month = clip_export.STALE_AFTER_DAYS
+    kept = export("ViT-B-32--none-seed0-" + "a" * 16, 0)
+    old = export("ViT-B-32--none-seed0-" + "b" * 16, month + 1)
+    (tmp_path / f"{old.name}.lock").write_text("")
+    loaded_again = export("ViT-B-32--none-seed0-" + "c" * 16, month + 1)
+    clip_export.mark_used(loaded_again)
+    left = [
+        kept,
+        loaded_again,
+        export("ViT-B-32--none-seed0-" + "d" * 16, month - 1),
+        export("ViT-B-32--none-seed0-" + "e" * 16, None),
+        export("ViT-B-32--none-seed1-" + "f" * 16, month * 3),
+        export("ViT-B-16--none-seed0-" + "0" * 16, month * 3),
+    ]
+    assert clip_export.remove_stale_exports(kept, now) == [old]
+    assert sorted(tmp_path.iterdir()) == sorted(left)
 
 
 def test_switching_runtime_on_the_command_line_re_embeds_nothing(tmp_path, fresh_url) -> None:

@@ -242,6 +242,7 @@ class ClipBackend(EmbeddingBackend):
                 )
                 self.runtime = "torch"
                 return eager[0] if eager else clip_runtime.EagerClip(model, weights, "cpu", seed)
+        clip_export.mark_used(folder)
         # Its towers load when first used, each a step of its own: a search loads only the text one.
         return clip_runtime.CompiledClip(
             folder, meta, self.runtime, self.precision, self.batch_size, label

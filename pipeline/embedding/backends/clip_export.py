@@ -35,6 +35,10 @@ CACHE_VARIABLE = "IMGVEC_MODEL_CACHE"
 META = "meta.json"
 IMAGE_FILE, TEXT_FILE = "image.onnx", "text.onnx"
 _VERSIONED = ("open_clip_torch", "torch", "onnx", "onnxscript")
+# An export of the same model and weights made for other versions, unused this long, is removed
+# when a new one is made (~600 MB for ViT-B-32 that nothing else would ever free). Not at once:
+# another install sharing the cache may still load it, and would otherwise re-export each run.
+STALE_AFTER_DAYS = 30
 
 
 def cache_root(model_cache: str | None) -> Path:
@@ -111,7 +115,36 @@ def export(
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
+    remove_stale_exports(folder)
     return folder, meta
+
+
+def mark_used(folder: Path) -> None:
+    """Note that the export was loaded now (its meta.json's time; see STALE_AFTER_DAYS). A
+    read-only cache (one baked into an image) is left as it is."""
+    with contextlib.suppress(OSError):
+        os.utime(folder / META)
+
+
+def remove_stale_exports(kept: Path, now: float | None = None) -> list[Path]:
+    """Remove the exports of `kept`'s model and weights made for other versions and unused for
+    STALE_AFTER_DAYS; return them. Folders without a meta.json (an export under way) are left."""
+    prefix = kept.name.rsplit("-", 1)[0]
+    cutoff = (time.time() if now is None else now) - STALE_AFTER_DAYS * 86_400
+    removed = []
+    for folder in kept.parent.iterdir():
+        if folder == kept or not re.fullmatch(re.escape(prefix) + r"-[0-9a-f]{16}", folder.name):
+            continue
+        try:
+            if (folder / META).stat().st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.with_name(folder.name + ".lock").unlink()
+        removed.append(folder)
+    return removed
 
 
 def _write_export(target: Path, model: Any, model_name: str) -> dict[str, Any]:
