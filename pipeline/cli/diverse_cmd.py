@@ -1,12 +1,11 @@
 """`imgvec diverse`: a sample spread over a space (k-means), or a random one."""
 
 import asyncio
-import json
-import sys
 from typing import Annotated
 
 import typer
 
+from pipeline.cli.answers import echo_answer
 from pipeline.cli.backend_options import backend_from_context
 
 
@@ -48,15 +47,11 @@ def diverse_command(
         async with open_database(ctx.obj) as conn:
             return await diverse(conn, space, n, method, prefix, where, sample, seed)
 
+    def text(pick) -> str:
+        cluster = "-" if pick.cluster is None else pick.cluster
+        size = "-" if pick.cluster_size is None else pick.cluster_size
+        return f"{cluster:>7}  {size:>7}  {pick.locator}"
+
     picks = asyncio.run(run())
-    if picks and not as_json and sys.stdout.isatty():  # for people; scripts get bare rows
-        typer.echo(f"{'cluster':>7}  {'size':>7}  locator")
-    for pick in picks:
-        if as_json:
-            typer.echo(json.dumps(pick.as_dict(), ensure_ascii=False))
-        else:
-            cluster = "-" if pick.cluster is None else pick.cluster
-            size = "-" if pick.cluster_size is None else pick.cluster_size
-            typer.echo(f"{cluster:>7}  {size:>7}  {pick.locator}")
-    if picks.why_empty:
-        typer.echo(f"imgvec: {picks.why_empty}", err=True)
+    header = f"{'cluster':>7}  {'size':>7}  locator"
+    echo_answer(picks, picks.why_empty, as_json=as_json, header=header, text=text)

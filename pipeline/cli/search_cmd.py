@@ -1,13 +1,12 @@
 """`imgvec search` and `imgvec text-embed`: both need the backend of the space they search."""
 
 import asyncio
-import json
-import sys
 from datetime import datetime
 from typing import Annotated
 
 import typer
 
+from pipeline.cli.answers import echo_answer
 from pipeline.cli.backend_options import backend_from_context
 
 
@@ -84,16 +83,13 @@ def search_command(
             )
 
     matches = asyncio.run(run())
-    if matches and not as_json and sys.stdout.isatty():  # for people; scripts get bare rows
-        typer.echo(f"{'distance':>8}  {'score':>6}  locator")
-    for match in matches:
-        if as_json:
-            typer.echo(json.dumps(match.as_dict(), ensure_ascii=False))
-        else:
-            typer.echo(f"{match.distance:8.4f}  {match.score:6.4f}  {match.locator}")
-    if matches.why_empty:
-        # Stderr, so that stdout stays the answer (empty) for scripts; exit code 0.
-        typer.echo(f"imgvec: {matches.why_empty}", err=True)
+    echo_answer(
+        matches,
+        matches.why_empty,
+        as_json=as_json,
+        header=f"{'distance':>8}  {'score':>6}  locator",
+        text=lambda match: f"{match.distance:8.4f}  {match.score:6.4f}  {match.locator}",
+    )
 
 
 def text_embed_command(
