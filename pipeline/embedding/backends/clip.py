@@ -6,6 +6,7 @@ vector must be made."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 from collections.abc import Iterable, Iterator
@@ -194,10 +195,15 @@ class ClipBackend(EmbeddingBackend):
         return self._model().prepare(image)
 
     def embed_stream(self, items: Iterable[ImageItem]) -> Iterator[tuple[ImageItem, Result]]:
-        # OpenVINO's throughput streams each run a batch: keep that many in flight. Asked here,
-        # where images are embedded: it loads the image tower, which a text search never needs.
+        # OpenVINO's throughput streams each run a batch: keep that many in flight. Asked at the
+        # first image: it loads the image tower, which neither a text search nor a rerun with
+        # nothing new (an empty stream) should pay for.
+        items = iter(items)
+        first = next(items, None)
+        if first is None:
+            return
         self.concurrency = self._model().concurrency
-        return super().embed_stream(items)
+        yield from super().embed_stream(itertools.chain([first], items))
 
     def embed_image_batch(self, items: list[ImageItem]) -> list[Result]:
         return list(self._model().encode_images([item.source for item in items]))
@@ -233,7 +239,7 @@ class ClipBackend(EmbeddingBackend):
                     folder, meta = clip_export.export(
                         root, model, self._weights_tag, weights, load_eager
                     )
-            except ConfigError as err:  # a cache it cannot write, a model it cannot export
+            except clip_export.ExportFailed as err:  # an unwritable cache, an untraceable model
                 if not self._may_fall_back:
                     raise
                 log.warning(
@@ -241,7 +247,10 @@ class ClipBackend(EmbeddingBackend):
                     err,
                 )
                 self.runtime = "torch"
-                return eager[0] if eager else clip_runtime.EagerClip(model, weights, "cpu", seed)
+                if eager:
+                    return eager[0]
+                with step(f"loading {label} on torch"):
+                    return clip_runtime.EagerClip(model, weights, "cpu", seed)
         clip_export.mark_used(folder)
         # Its towers load when first used, each a step of its own: a search loads only the text one.
         return clip_runtime.CompiledClip(

@@ -41,6 +41,11 @@ _VERSIONED = ("open_clip_torch", "torch", "onnx", "onnxscript")
 STALE_AFTER_DAYS = 30
 
 
+class ExportFailed(ConfigError):
+    """The export could not be made (the cache cannot be written, the exporter cannot trace the
+    model); not raised for the weights themselves, which eager PyTorch would need as well."""
+
+
 def cache_root(model_cache: str | None) -> Path:
     """--model-cache, else $IMGVEC_MODEL_CACHE, else the platform's cache dir."""
     chosen = model_cache or os.environ.get(CACHE_VARIABLE)
@@ -82,10 +87,7 @@ def export(
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(
-            f"cannot write the model cache {root}: {first_line(err)}",
-            hint=f"--model-cache DIR (or ${CACHE_VARIABLE}), or --runtime torch",
-        ) from None
+        raise _unwritable(root, err) from None
     planned = export_folder(root, model, weights_tag, weights)
     with _locked(planned.with_name(planned.name + ".lock")):
         meta = read_meta(planned)
@@ -97,13 +99,13 @@ def export(
         for stale in root.glob(f".{folder.name}.tmp-*"):  # killed exports' leftovers
             shutil.rmtree(stale, ignore_errors=True)
         temporary = root / f".{folder.name}.tmp-{os.getpid()}"
-        temporary.mkdir()
         try:
+            temporary.mkdir()
             started = time.monotonic()
             try:
                 meta = _write_export(temporary, eager, model)
             except Exception as err:  # an architecture the exporter cannot trace
-                raise ConfigError(
+                raise ExportFailed(
                     f"cannot export CLIP {model} to ONNX: {first_line(err)}",
                     hint="--runtime torch runs it in eager PyTorch",
                 ) from err
@@ -112,11 +114,21 @@ def export(
             if folder.exists():  # an incomplete folder (no meta): not loadable, replaced
                 shutil.rmtree(folder)
             temporary.rename(folder)
+        except OSError as err:  # (the export's own errors are ExportFailed already)
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise _unwritable(root, err) from None
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
     remove_stale_exports(folder)
     return folder, meta
+
+
+def _unwritable(root: Path, err: OSError) -> ExportFailed:
+    return ExportFailed(
+        f"cannot write the model cache {root}: {first_line(err)}",
+        hint=f"--model-cache DIR (or ${CACHE_VARIABLE}), or --runtime torch",
+    )
 
 
 def mark_used(folder: Path) -> None:
@@ -220,7 +232,11 @@ def _export_tower(model: Any, method: str, example: Any, path: Path) -> None:
 @contextlib.contextmanager
 def _locked(lock_file: Path) -> Iterator[None]:
     """An exclusive lock held while exporting; the kernel releases it if the process dies."""
-    with open(lock_file, "a") as handle:
+    try:
+        handle = open(lock_file, "a")
+    except OSError as err:  # (a cache folder this user may read but not write)
+        raise _unwritable(lock_file.parent, err) from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
