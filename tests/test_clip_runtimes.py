@@ -253,6 +253,18 @@ def test_bad_runtime_choices_are_usage_errors() -> None:
         _backend("onnx", "bf16")
     with pytest.raises(UsageError, match="runs on the CPU"):
         get_backend("clip", pretrained="none", runtime="openvino", device="cuda")
+    with pytest.raises(UsageError, match="'cdua' is not a device"):  # not silently the CPU
+        get_backend("clip", pretrained="none", device="cdua")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without a CUDA GPU")
+def test_cuda_without_a_gpu_says_so() -> None:
+    from pipeline.errors import ConfigError
+
+    backend = get_backend("clip", pretrained="none", device="cuda")
+    with pytest.raises(ConfigError, match="no CUDA GPU") as refused:
+        backend.check()
+    assert refused.value.hint == "--device cpu (or auto)"  # (it said: use --pretrained none)
 
 
 def test_auto_falls_back_to_eager_torch_when_it_cannot_export(tmp_path, eager, caplog) -> None:

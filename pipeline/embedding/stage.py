@@ -62,7 +62,8 @@ class EmbedResult:
         return (
             f"imgvec: {self.counts['failed']} image(s) could not be embedded; the reasons are in "
             "the work dir's failures-NNNNN.csv files and, once loaded, the failures table "
-            "(`imgvec psql -f sql/recent_failures.sql`); later runs skip them until --retry-failed"
+            '(`imgvec psql -c "TABLE failures"`, or sql/recent_failures.sql in imgvec\'s '
+            "repository); later runs skip them until --retry-failed"
         )
 
     def summary(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -73,6 +74,10 @@ class ClipBackend(EmbeddingBackend):
         self.batch_size = options.batch_size
         self.seed = options.seed
         self.precision = options.precision
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", options.device):
+            raise UsageError(
+                f"--device {options.device!r} is not a device", hint="--device auto, cpu or cuda"
+            )
         self._requested_device = options.device
         # also: an unknown model is an error now
         self._dimension = clip_models.embedding_dimension(options.model)

@@ -231,6 +231,8 @@ class EagerClip:
         self.device = device
         if device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA GPU here", hint="--device cpu (or auto)")
         if weights is None:
             torch.manual_seed(seed)  # random weights, the same on every run and machine
         precision = "fp16" if self.device.startswith("cuda") else "fp32"
