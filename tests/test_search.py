@@ -438,7 +438,7 @@ async def object_id(conn, name: str) -> int:
     return await conn.fetchval("SELECT object_id FROM objects WHERE name = $1", name)
 
 
-async def test_several_query_images_by_name_id_file_or_upload(loaded, clip):
+async def test_several_query_images_by_name_id_file_or_upload(loaded, clip, tmp_path):
     async with open_database(loaded) as conn:
         stored = {
             r["name"]: r["embedding"].to_numpy()
@@ -455,6 +455,13 @@ async def test_several_query_images_by_name_id_file_or_upload(loaded, clip):
         ][:6]
         by_names = await search(conn, clip, images=["img03.png", "img05.png"], k=6)
         assert [m.name for m in by_names] == expected  # both combined, both left out
+        # The path of a listed local file is that listed image (its stored vector, left out) as
+        # long as the file is as listed; touched since, it is a file to embed, found as itself.
+        path = tmp_path / "images" / "img03.png"
+        by_path = await search(conn, clip, images=[str(path), "img05.png"], k=6)
+        assert [m.name for m in by_path] == expected
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))
+        assert (await search(conn, clip, images=[str(path)], k=1))[0].name == "img03.png"
         ids = [await object_id(conn, "img03.png"), await object_id(conn, "img05.png")]
         by_ids = await search(conn, clip, object_ids=ids, k=6)
         mixed = await search(conn, clip, images=["img03.png"], object_ids=ids[1:], k=6)

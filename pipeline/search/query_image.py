@@ -17,6 +17,9 @@ async def listed_query_image(
 ):
     """(object id, vector) of a listed query image; None when it is not listed but is a file or
     a URI to embed on the spot. Anything else is a QueryError that says why and what to do."""
+    listed_file = await _listed_local_file(conn, image, space_id)
+    if listed_file is not None:
+        return listed_file
     rows = await conn.fetch(
         """
         SELECT o.object_id, o.locator, o.deleted_at, s.root, e.embedding
@@ -44,6 +47,28 @@ async def listed_query_image(
     if row["embedding"] is not None:
         return row["object_id"], row["embedding"].to_numpy()
     raise await _not_in_space(conn, image, row["locator"], space, space_id)
+
+
+async def _listed_local_file(conn, image: str, space_id: int | None):
+    """(object id, vector) when `image` is the path of a local file listed as it is now (same
+    size and modification time) with a vector in the space: its stored vector, and the image left
+    out of its own answer, as for a listed name. None otherwise: looked up by name, or embedded."""
+    path = Path(image).expanduser()
+    if space_id is None or reads_locator(image) or not path.is_file():
+        return None
+    now = path.stat()
+    row = await conn.fetchrow(
+        """
+        SELECT o.object_id, e.embedding FROM objects o
+        JOIN embeddings e ON e.object_id = o.object_id AND e.space_id = $2
+        WHERE o.locator = $1 AND o.deleted_at IS NULL AND o.size = $3 AND o.generation = $4
+        """,
+        f"file://{path.resolve()}",  # (the local source's locators: resolved paths)
+        space_id,
+        now.st_size,
+        str(now.st_mtime_ns),
+    )
+    return None if row is None else (row["object_id"], row["embedding"].to_numpy())
 
 
 async def stored_vector(conn, object_id: int, space: EmbeddingSpace):
