@@ -103,7 +103,9 @@ async def test_random_picks_n_distinct_images_the_same_for_a_seed(families, clip
         assert len(draws) > 1
         other = get_backend("clip", pretrained="none", device="cpu", seed=9).space
         empty = await diverse(conn, other, 5)
-        assert not empty and empty.why_empty == f"no image in space {other.name} is loaded"
+        assert not empty and f"nothing loaded in space {other.name}" in empty.why_empty
+        # ... and where there are vectors, with the options that search them
+        assert f"{clip.space.name}: search it with --pretrained none" in empty.why_empty
 
 
 async def test_spaces_are_listed_with_counts_and_picker_values(families, clip):

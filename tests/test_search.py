@@ -367,6 +367,19 @@ async def test_search_filters_on_attributes_and_listed_fields(loaded, clip):
         assert await names("name>=img15.png") == among({f"img{i}.png" for i in range(15, 20)})
         assert await names("size<0") == []
 
+        async def why_none(*where: str) -> str:
+            matches = await search(conn, clip, text="red car", k=20, where=list(where))
+            assert not matches
+            return matches.why_empty
+
+        # What was likely meant, when nothing matches: a mistyped attribute, a doubled =.
+        typo = await why_none("clas=cat")
+        assert "no image there has an attribute 'clas' (did you mean 'class'?)" in typo
+        assert "its attributes: class, year" in typo
+        assert "(did you mean 'name'?)" in await why_none("nmae=img01.png")
+        assert "the value of class = is '=cat' (one = compares)" in await why_none("class==cat")
+        assert "attribute" not in await why_none("class=cow")  # a real one, no such value
+
 
 async def test_filter_values_are_data_never_sql(loaded, clip):
     async with open_database(loaded) as conn:

@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.core.space import EmbeddingSpace
 from pipeline.search.answers import QueryError
+from pipeline.search.empty import nothing_loaded, unmatched_filters
 from pipeline.search.filters import Filters
 
 METHODS = ("kmeans", "random")
@@ -86,8 +87,10 @@ async def diverse(
         )
     if not rows:
         picks = Picks()
-        held = f"matches {filters.describe()}" if filters else "is loaded"
-        picks.why_empty = f"no image in space {space.name} {held}"
+        if filters:
+            picks.why_empty = await unmatched_filters(conn, space, space_id, filters)
+        else:
+            picks.why_empty = await nothing_loaded(conn, space, None)
         return picks
     if method == "random":
         return Picks(_pick(row, None, None, None) for row in rows)

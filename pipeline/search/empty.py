@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+
 from pipeline.core.space import EmbeddingSpace
+from pipeline.core.where import LISTED_FIELDS, parse_where
 from pipeline.errors import ConfigError
 from pipeline.plugins import backend_class
+from pipeline.search.filters import Filters
 
 
 async def anything_loaded(conn, space_id: int | None, source_id: int | None) -> bool:
@@ -30,6 +34,41 @@ async def nothing_loaded(conn, space: EmbeddingSpace, root: str | None) -> str:
         listed = "; ".join(f"{name}: search it with {options}" for name, options in others)
         why += f" (spaces with vectors: {listed})"
     return why
+
+
+async def unmatched_filters(
+    conn, space: EmbeddingSpace, space_id: int | None, filters: Filters
+) -> str:
+    """Why no image matches the filters, with what was likely meant: an attribute no image in the
+    space has (and the close names), or a value starting with '=' (`class==cat`)."""
+    why = f"no image in space {space.name} matches {filters.describe()}"
+    conditions = [parse_where(expression) for expression in filters.where]
+    notes = [
+        f"the value of {c.field} {c.operator} is {c.value.text!r} (one = compares)"
+        for c in conditions
+        if c.operator in ("=", "!=") and c.value.text.startswith("=")
+    ]
+    asked = sorted({c.field for c in conditions if not c.is_listed_field})
+    if asked and space_id is not None:
+        # (a scan of the space's attributes: paid only by an empty answer)
+        rows = await conn.fetch(
+            """
+            SELECT DISTINCT attribute FROM embeddings e JOIN objects o ON o.object_id = e.object_id,
+                   jsonb_object_keys(o.attributes) AS attribute
+            WHERE e.space_id = $1 AND o.deleted_at IS NULL ORDER BY attribute
+            """,
+            space_id,
+        )
+        known = [r["attribute"] for r in rows]
+        for field in (f for f in asked if f not in known):
+            close = difflib.get_close_matches(field, [*known, *LISTED_FIELDS], n=1)
+            notes.append(
+                f"no image there has an attribute {field!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+        if len(notes) and known:
+            notes.append(f"its attributes: {', '.join(known[:20])}")
+    return "; ".join([why, *notes])
 
 
 async def _spaces_with_vectors(conn) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from pipeline.core.score import score
 from pipeline.core.space import EmbeddingSpace
 from pipeline.search.answers import Match, Matches
+from pipeline.search.empty import unmatched_filters
 from pipeline.search.filters import Filters
 
 #: hnsw.ef_search for a search with filters (pgvector's default, 40, serves the others)
@@ -55,14 +57,13 @@ async def nearest_matches(
         for r in rows
     )
     if not matches and filters:
-        return Matches.empty(f"no image in space {space.name} matches {filters.describe()}")
+        return Matches.empty(await unmatched_filters(conn, space, space_id, filters))
     if not matches:
         return Matches.empty(f"no other image is loaded in space {space.name}")
     kept = Matches(m for m in matches if min_score is None or m.score >= min_score)
     if not kept:
-        kept.why_empty = (
-            f"no result scores at least {min_score:g}; the best was {matches[0].score:.2f}"
-        )
+        best = math.floor(matches[0].score * 10_000) / 10_000  # (rounded, 0.99999 read 1.00)
+        kept.why_empty = f"no result scores at least {min_score:g}; the best was {best:.4f}"
     return kept
 
 
