@@ -78,7 +78,7 @@ async def embed_work_dir(
                 except interrupt.Interrupted as err:
                     raise interrupt.Interrupted(
                         f"{err}: {result.counts['embedded']} images embedded in this run are "
-                        f"kept in {len(result.parts)} parts (searchable once loaded: the rerun, "
+                        f"kept in {len(result.parts)} part(s) (searchable once loaded: the rerun, "
                         "or `imgvec load`)"
                     ) from None
     return result

@@ -43,10 +43,11 @@ def status_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show how far each task of a sharded run has got: per shard, the contents it has embedded
-    out of those it has to (its manifest rows, less what other parts already hold), its failures
-    and whether it is done; then the run's rows of the runs table. The backend flags select the
-    space, as for embed.
+    """Show how far each task of a sharded run has got.
+
+    Per shard: the contents it has embedded out of those it has to (its manifest rows, less what
+    other parts already hold), its failures and whether it is done; then the run's rows of the
+    runs table. The backend flags select the space, as for embed.
 
     Example: imgvec status --run-id nightly-7 --backend clip --work-dir gs://bucket/work
     """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from pipeline.errors import ConfigError, ImgvecError
+from pipeline.errors import ConfigError, ImgvecError, UsageError
 from pipeline.sources import Source, SourceOptions, open_source
 
 # pg_advisory_xact_lock key serialising the choice of a default source ("imgsrc" in ASCII).
@@ -64,7 +64,7 @@ async def find_source(conn: asyncpg.Connection, source: str) -> tuple[int, str]:
     if row is None:
         known = await conn.fetch("SELECT source_id, root FROM sources ORDER BY source_id")
         listed = ", ".join(f"{r['source_id']} {r['root']!r}" for r in known) or "none yet"
-        raise ConfigError(
+        raise UsageError(  # (a mistyped name, as a mistyped flag: exit 2)
             f"no source {source!r} is listed", hint=f"listed sources (id root): {listed}"
         )
     return row["source_id"], row["root"]

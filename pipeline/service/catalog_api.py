@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.datastructures import UploadFile
 
 from pipeline.service.problems import Problem
-from pipeline.service.results import result
+from pipeline.service.results import api_terms, result
 from pipeline.service.state import ServiceState, service_state
 from pipeline.service.uploads import read_upload
 
@@ -90,7 +90,7 @@ async def diverse(
             | {"cluster": p.cluster, "cluster_size": p.cluster_size}
             for p in picks
         ],
-        "note": picks.why_empty,
+        "note": api_terms(picks.why_empty),
     }
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pipeline.errors import ItemFailure
 from pipeline.search import similar_to
 from pipeline.service.problems import Problem
-from pipeline.service.results import match_result, result
+from pipeline.service.results import api_terms, match_result, result
 from pipeline.service.search_api import MAX_K
 from pipeline.service.state import ServiceState, service_state
 
@@ -103,11 +103,11 @@ async def similar(
             "prefix": prefix,
         },
         "results": [match_result(m) for m in matches],
-        "note": matches.why_empty,
+        "note": api_terms(matches.why_empty),
     }
 
 
-@router.get("/{object_id}/thumbnail")
+@router.api_route("/{object_id}/thumbnail", methods=["GET", "HEAD"])  # (curl -I)
 async def thumbnail(state: State, object_id: int, request: Request) -> Response:
     """A small WebP of the image: from a work dir, or made from the original once and cached."""
     from pipeline.core.objects import content_key
@@ -124,7 +124,7 @@ async def thumbnail(state: State, object_id: int, request: Request) -> Response:
     return Response(data, media_type="image/webp", headers=headers)
 
 
-@router.get("/{object_id}/original")
+@router.api_route("/{object_id}/original", methods=["GET", "HEAD"])  # (curl -I)
 async def original(state: State, object_id: int) -> Response:
     """The image's own bytes, read from its source, with its listed content type."""
     from pipeline.core.objects import guess_content_type

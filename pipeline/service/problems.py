@@ -21,6 +21,7 @@ from pipeline.errors import (
     UsageError,
     first_line,
 )
+from pipeline.service.results import api_terms
 
 log = logging.getLogger("imgvec.serve")
 
@@ -76,7 +77,7 @@ def install(app: FastAPI) -> None:
         status = status_of(err)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, first_line(err))
-        return problem_response(status, first_line(err), hint=err.hint)
+        return problem_response(status, api_terms(first_line(err)), hint=api_terms(err.hint))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, err: HTTPException):

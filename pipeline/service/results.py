@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, overload
+
+# The search code speaks the command line's flags; over HTTP the same things are parameters.
+_FLAG = re.compile(
+    r"--(where|image|prefix|content-type|since|min-score|k|n|space|source|text)\b[ =]?"
+)
+
+
+@overload
+def api_terms(text: str) -> str: ...
+@overload
+def api_terms(text: None) -> None: ...
+
+
+def api_terms(text: str | None) -> str | None:
+    """A message in the API's terms: `--where 'a=b'` -> `where='a=b'`, `--min-score` -> `min_score=`."""
+    if text is None:
+        return None
+    return _FLAG.sub(lambda flag: flag[1].replace("-", "_") + "=", text)
 
 
 def image_urls(object_id: int) -> dict[str, str]:
@@ -51,5 +70,5 @@ def answer(space: str, query: dict[str, Any], matches) -> dict[str, Any]:
         "space": space,
         "query": query,
         "results": [match_result(m) for m in matches],
-        "note": matches.why_empty,
+        "note": api_terms(matches.why_empty),
     }
