@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from pipeline.core.space import EmbeddingSpace
 from pipeline.embedding.backends.base import EmbeddingBackend, ImageItem, ItemFailure, Result
@@ -30,6 +30,7 @@ from pipeline.embedding.backends.vertex_requests import (
     VertexImage,
     as_gcs_uri,
     dropped_connection_errors,
+    never_connected,
     prediction_clients,
     refusal_reason,
     request_image,
@@ -150,15 +151,10 @@ class VertexBackend(EmbeddingBackend):
         ]
         # Retried: quota (HTTP 429 / gRPC RESOURCE_EXHAUSTED) and passing server trouble.
         self._retryable: tuple[type[Exception], ...] = (
-            exceptions.TooManyRequests,
-            exceptions.ResourceExhausted,
-            exceptions.ServiceUnavailable,
-            exceptions.InternalServerError,
-            exceptions.DeadlineExceeded,
-            exceptions.GatewayTimeout,
-            ConnectionError,
-            *dropped_connection_errors(),
-        )
+            exceptions.TooManyRequests, exceptions.ResourceExhausted, exceptions.ServiceUnavailable,
+            exceptions.InternalServerError, exceptions.DeadlineExceeded, exceptions.GatewayTimeout,
+            ConnectionError, *dropped_connection_errors(),
+        )  # fmt: skip
 
     def share_quota(self, tasks: float) -> None:
         """`tasks` processes share the project's quota in each region: pace at rate/tasks."""
@@ -253,10 +249,15 @@ class VertexBackend(EmbeddingBackend):
             reason = f"Vertex AI refused the image: {refusal_reason(err)}"
             return ItemFailure(reason, permanent=True)
         except self._retryable as err:
+            if never_connected(err):
+                raise  # (exit 75: nothing answers there; each image would wait out the deadline)
             return ItemFailure(
                 f"Vertex AI kept failing for {self.retry_deadline:.0f}s: {type(err).__name__}",
                 permanent=False,
             )
+
+    def _worth_retrying(self, err: BaseException) -> bool:
+        return isinstance(err, self._retryable) and not never_connected(err)
 
     def _predict(self, instance: dict, field: str) -> list[float]:
         from google.protobuf import json_format, struct_pb2
@@ -267,7 +268,7 @@ class VertexBackend(EmbeddingBackend):
         # would all go at once when it is ready, a burst the quota's next minute pays for.
         clients = self.clients()
         for attempt in Retrying(
-            retry=retry_if_exception_type(self._retryable),
+            retry=retry_if_exception(self._worth_retrying),
             # Exponential backoff with full jitter, capped at 10 s: a longer cap idles every worker long
             # after a burst of 429s has passed (measured in tests/reliability/test_quota_storm.py).
             wait=wait_random_exponential(multiplier=self.backoff, max=10),

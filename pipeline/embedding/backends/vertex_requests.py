@@ -185,3 +185,18 @@ def dropped_connection_errors() -> tuple[type[Exception], ...]:
     except ImportError:  # (gRPC only: requests is google-auth's optional transport)
         return ()
     return (http.ConnectionError, http.Timeout, http.ChunkedEncodingError)
+
+
+def never_connected(err: BaseException) -> bool:
+    """A request that found no server at all (connection refused, a name that does not resolve,
+    a connect timeout): the endpoint is wrong or down, not a connection dropped on the way. Not
+    retried for the deadline: the command fails at once as temporarily unavailable (exit 75)."""
+    try:
+        from requests import exceptions as http
+        from urllib3.exceptions import MaxRetryError, NewConnectionError
+    except ImportError:
+        return False
+    if isinstance(err, http.ConnectTimeout):
+        return True
+    cause = err.args[0] if isinstance(err, http.ConnectionError) and err.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError)
