@@ -232,10 +232,13 @@ def test_switching_runtime_on_the_command_line_re_embeds_nothing(tmp_path, fresh
     default_run = run_imgvec(*run, env=env, timeout=300)
     assert "clip/ViT-B-32/none-seed0/512: 0 embedded" in default_run.stdout
     assert "4 already embedded" in default_run.stdout
-    # The default runtime's vector of an image finds the one eager torch stored for it.
+    # The default runtime's vector of an image finds the one eager torch stored for it (a copy:
+    # the listed file's own path would use its stored vector and leave it out).
+    query = tmp_path / "query.png"
+    query.write_bytes((images / "2.png").read_bytes())
     search = [*IMGVEC, "search", "--pretrained", "none", "--k", "1", "--json"]
     found = subprocess.run(
-        [*search, "--image", str(images / "2.png")],
+        [*search, "--image", str(query)],
         env=dict(os.environ) | env,
         capture_output=True,
         text=True,
