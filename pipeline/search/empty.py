@@ -66,7 +66,7 @@ async def unmatched_filters(
                 f"no image there has an attribute {field!r}"
                 + (f" (did you mean {close[0]!r}?)" if close else "")
             )
-        if len(notes) and known:
+        if notes and known:
             notes.append(f"its attributes: {', '.join(known[:20])}")
     return "; ".join([why, *notes])
 

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pipeline.errors import ItemFailure
 from pipeline.search import similar_to
 from pipeline.service.problems import Problem
-from pipeline.service.results import api_terms, match_result, result
+from pipeline.service.results import answer, result
 from pipeline.service.search_api import MAX_K
 from pipeline.service.state import ServiceState, service_state
 
@@ -93,18 +93,8 @@ async def similar(
             prefix=prefix,
             space_id=await state.space_id(conn, chosen),
         )
-    return {
-        "space": chosen.name,
-        "query": {
-            "object_id": object_id,
-            "k": k,
-            "where": where,
-            "min_score": min_score,
-            "prefix": prefix,
-        },
-        "results": [match_result(m) for m in matches],
-        "note": api_terms(matches.why_empty),
-    }
+    query = dict(object_id=object_id, k=k, where=where, min_score=min_score, prefix=prefix)
+    return answer(chosen.name, query, matches)
 
 
 @router.api_route("/{object_id}/thumbnail", methods=["GET", "HEAD"])  # (curl -I)
