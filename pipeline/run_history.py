@@ -1,57 +1,32 @@
-"""The `runs` rows of one sharded run, as far as the table can tell them (for `imgvec status`).
-
-The table records a stage run by its stage, source and start, not by task or run id, so:
-- the listing is the `list` row started at the time its manifest's name carries (exact);
-- the embeds are the `embed` rows whose source is that manifest, in the space: every task's, and
-  every rerun's, with no shard to tell them apart;
-- the loads are the `load` rows of the work dir started since the listing: the run's tasks', but
-  any other load of that work dir meanwhile too.
+"""The `runs` rows of one sharded run (for `imgvec status`): every row its tasks wrote, each
+naming its task — task 0's listing, every task's embeds and loads (reruns too), the last one's index.
 """
 
 from __future__ import annotations
 
 import json
-import posixpath
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 
-from pipeline.db import connect, resolve_url
+from pipeline.db import open_database
 from pipeline.settings import Settings
-from pipeline.workdir import WorkDir
 
-_LISTED_AT = re.compile(r"^manifest-(\d{8}T\d{12})Z")
-
-RUN_COLUMNS = ("run_id", "stage", "status", "counts", "started_at", "finished_at", "exit_code")
+RUN_COLUMNS = (
+    "run_id", "shard", "stage", "status", "counts", "started_at", "finished_at", "exit_code",
+)  # fmt: skip
 _ROWS = f"""
 SELECT r.{", r.".join(RUN_COLUMNS)}, r.error FROM runs r
 LEFT JOIN embedding_spaces s ON s.space_id = r.space_id
-WHERE (r.stage = 'list' AND r.started_at = $1)
-   OR (r.stage = 'embed' AND r.source = $2 AND s.name = $3)
-   OR (r.stage = 'load' AND r.source = $4 AND r.started_at >= $1)
+WHERE r.sharded_run = $1 AND (r.stage <> 'embed' OR s.name = $2)
 ORDER BY r.started_at, r.run_id
 """
 
 
-def listed_at(manifest: str) -> datetime | None:
-    """When a manifest's listing started (its name says, to the microsecond)."""
-    match = _LISTED_AT.match(posixpath.basename(manifest))
-    if match is None:
-        return None
-    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
-
-
-async def run_rows(settings: Settings, work: WorkDir, manifest: str, space: str) -> list[dict]:
-    """The run's rows (see the module's note on what each stage's rows can and cannot say)."""
-    started = listed_at(manifest)
-    if started is None:
-        return []
-    conn = await connect(
-        await resolve_url(settings), timeout=settings.connect_timeout, register_vector=False
-    )
-    try:
-        rows = await conn.fetch(_ROWS, started, work.describe(manifest), space, work.spec)
-    finally:
-        await conn.close()
+async def run_rows(settings: Settings, sharded_run: str, space: str) -> list[dict]:
+    """The rows of the sharded run `sharded_run` (its embeds: those into `space`)."""
+    # (migrated as for every command: a task may be the first to reach a new database, or an
+    # older imgvec made its schema)
+    async with open_database(settings) as conn:
+        rows = await conn.fetch(_ROWS, sharded_run, space)
     return [
         {
             **{column: row[column] for column in RUN_COLUMNS},

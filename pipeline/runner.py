@@ -22,7 +22,7 @@ from pipeline.checkpoints.run_markers import (
 from pipeline.core.objects import content_key
 from pipeline.core.shards import Shard
 from pipeline.db import connect, open_database, resolve_url
-from pipeline.db.runs import tracked_run
+from pipeline.db.runs import RunTask, tracked_run
 from pipeline.db.spaces import register_space
 from pipeline.db.work_dir_lock import check_work_dir_free, work_dir_lock
 from pipeline.embedding.backends.base import EmbeddingBackend
@@ -47,9 +47,11 @@ async def embed_work_dir(
     read_workers: int = 8,
     shard: Shard | None = None,
     manifest: str | None = None,
+    sharded_run: str | None = None,
 ) -> EmbedResult:
     """Embed the work dir's latest manifest (or `manifest`) with `backend` into parts — with
-    `shard`, only the contents that task owns; rerun to resume."""
+    `shard`, only the contents that task owns (`sharded_run`: the id of the run it is a task of,
+    for its `runs` row); rerun to resume."""
     settings = settings or Settings()
     work = WorkDir(work_dir)
     manifest = manifest or latest_manifest(work)
@@ -67,7 +69,8 @@ async def embed_work_dir(
                 interrupt.check()
             space_id = await register_space(conn, space)
             source = work.describe(manifest)
-            async with tracked_run(conn, "embed", source, space_id=space_id) as run:
+            task = RunTask(sharded_run, shard)
+            async with tracked_run(conn, "embed", source, space_id=space_id, task=task) as run:
                 result = EmbedResult(space.name, source, run.run_id, run.counts)
                 reader = ObjectReader(s3_endpoint_url=settings.s3_endpoint_url)
                 known = _known_contents(conn, space_id, asyncio.get_running_loop())
@@ -170,7 +173,12 @@ async def run_source(
     if task is None or (manifest is None and task.shard.index == 0):
         run_id = task.run_id if task else None
         listing = await list_source(
-            source, work_dir=work_dir, settings=settings, run_id=run_id, **(list_options or {})
+            source,
+            work_dir=work_dir,
+            settings=settings,
+            run_id=run_id,
+            shard=shard,
+            **(list_options or {}),
         )
         if task:  # (after the listing's commit: the others may now load against its objects)
             publish_listed(work, task.run_id, listing.manifest)
@@ -184,10 +192,14 @@ async def run_source(
         settings=settings,
         shard=shard,
         manifest=manifest,
+        sharded_run=task.run_id if task else None,
         **(embed_options or {}),
     )
     report("embed", embedding)
-    loading = await load_work_dir(work_dir=work_dir, settings=settings, index=task is None)
+    run_task = RunTask(task.run_id, shard) if task else None
+    loading = await load_work_dir(
+        work_dir=work_dir, settings=settings, index=task is None, task=run_task
+    )
     if task:
         # The index is built once, after every shard is loaded (a graph built over all the rows
         # beats one grown row by row): by the task that finds the others done.
@@ -195,7 +207,7 @@ async def run_source(
         if len(shards_done(work, task.run_id, task.shard.count)) < task.shard.count:
             report("load", loading)
             return SourceRun(listing, embedding, loading, [])
-        loading = await load_work_dir(work_dir=work_dir, settings=settings)
+        loading = await load_work_dir(work_dir=work_dir, settings=settings, task=run_task)
     report("load", loading)
     async with open_database(settings) as conn:
         texts = await save_text_queries(conn, backend, [])

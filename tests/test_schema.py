@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import asyncpg
 import numpy as np
 import pytest
 
@@ -283,3 +284,29 @@ async def test_0010_attributes_down_and_up_on_a_default_space(fresh_settings):
 
         await upgrade(url)
         assert await conn.fetch(VIEW_SHAPE) == at_head
+
+
+async def test_0011_runs_name_their_task_down_and_up(fresh_settings):
+    """0011 adds runs.sharded_run and runs.shard (commented, I/N checked); its downgrade drops
+    them and a row written before the upgrade reads NULL in both (an unsharded run)."""
+    columns = (
+        "SELECT attname, col_description(attrelid, attnum) IS NOT NULL FROM pg_attribute "
+        "WHERE attrelid = 'runs'::regclass AND attname IN ('sharded_run', 'shard') ORDER BY 1"
+    )
+    async with open_database(fresh_settings) as conn:
+        url = fresh_settings.database_url.get_secret_value()
+        assert [tuple(r) for r in await conn.fetch(columns)] == [
+            ("shard", True),
+            ("sharded_run", True),
+        ]
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("INSERT INTO runs (stage, shard) VALUES ('embed', 'task 2')")
+
+        await downgrade(url, "0010_attributes")
+        assert await conn.fetch(columns) == []
+        run_id = await conn.fetchval("INSERT INTO runs (stage) VALUES ('list') RETURNING run_id")
+
+        await upgrade(url)
+        assert len(await conn.fetch(columns)) == 2
+        row = await conn.fetchrow("SELECT sharded_run, shard FROM runs WHERE run_id = $1", run_id)
+        assert tuple(row) == (None, None)

@@ -54,6 +54,10 @@ def test_every_shard_of_a_finished_run_is_done_with_its_counts(images, fresh_url
     assert sum(s["embedded"] for s in shards) == IMAGES  # the copy shares its original's content
     stages = sorted(r["stage"] for r in report["runs"])
     assert stages.count("list") == 1 and stages.count("embed") == 2 and "load" in stages
+    # Each row names its task: task 0 listed, each task embedded its shard and loaded.
+    by_task = {(r["stage"], r["shard"]) for r in report["runs"]}
+    assert {("list", "0/2"), ("embed", "0/2"), ("embed", "1/2")} <= by_task, by_task
+    assert {("load", "0/2"), ("load", "1/2")} <= by_task, by_task
     assert all(r["status"] == "succeeded" and r["finished_at"] for r in report["runs"])
     listing = next(r for r in report["runs"] if r["stage"] == "list")
     assert listing["counts"]["listed"] == IMAGES + 1, listing
@@ -66,7 +70,8 @@ def test_every_shard_of_a_finished_run_is_done_with_its_counts(images, fresh_url
         assert (
             f"shard {shard['shard']}: done, {shard['embedded']}/{shard['to_do']} embedded" in text
         )
-    assert "does not name a row's shard" in text
+    listing_row = f"{listing['run_id']} list by task 0/2: succeeded"
+    assert listing_row in text, text
 
 
 def test_a_run_stopped_partway_shows_the_lagging_shard(images, fresh_url, tmp_path):
@@ -99,6 +104,9 @@ def test_a_run_stopped_partway_shows_the_lagging_shard(images, fresh_url, tmp_pa
     finish(task(images, work, fresh_url, "1/2"))  # the engine reruns the task
     report = status_json(work, fresh_url)
     assert report["all_done"] and all(s["remaining"] == 0 for s in report["shards"])
+    # The table tells the killed task's embed from its rerun's (the rerun closed the orphan).
+    embeds = [r["status"] for r in report["runs"] if r["stage"] == "embed" and r["shard"] == "1/2"]
+    assert embeds == ["interrupted", "succeeded"], report["runs"]
 
 
 def test_a_run_id_without_files_asks_for_the_task_count(fresh_url, tmp_path):
@@ -107,3 +115,25 @@ def test_a_run_id_without_files_asks_for_the_task_count(fresh_url, tmp_path):
         env={"DATABASE_URL": fresh_url}, check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "pass --shards N" in result.stderr, result.stderr
+
+
+def test_vertex_runs_are_watched_without_google_credentials(fresh_url, tmp_path):
+    """Status (like diverse and thumbnails) reads stored vectors only: the flags name the space,
+    and no credentials or project are asked for (an operator's laptop may have none)."""
+    no_credentials = {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json")}
+    result = run_imgvec(
+        "status", "--run-id", "nightly-1", "--work-dir", str(tmp_path / "w"), "--shards", "2",
+        "--backend", "vertex", "--dimension", "512", "--json",
+        env={"DATABASE_URL": fresh_url, **no_credentials},
+    )  # fmt: skip
+    assert json.loads(result.stdout)["space"] == "vertex/multimodalembedding@001/v1/512"
+    picked = run_imgvec(
+        "diverse", "--backend", "vertex", "--dimension", "128",
+        env={"DATABASE_URL": fresh_url, **no_credentials},
+    )  # fmt: skip
+    assert "nothing loaded in space vertex/multimodalembedding@001/v1/128" in picked.stderr
+    bad = run_imgvec(
+        "status", "--run-id", "nightly-1", "--shards", "2", "--backend", "vertex",
+        "--dimension", "333", env={"DATABASE_URL": fresh_url}, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--dimension: must be one of" in bad.stderr

@@ -25,6 +25,7 @@ from pipeline.cli.help import PlainHelpCommand, metavar_for
 from pipeline.errors import ImgvecError
 
 if TYPE_CHECKING:
+    from pipeline.core.space import EmbeddingSpace
     from pipeline.embedding.backends.base import EmbeddingBackend
 
 _VALUES = "imgvec.backend_options"  # ctx.meta key: option name -> value as parsed
@@ -44,6 +45,23 @@ class BackendOptionsCommand(PlainHelpCommand):
 def backend_from_context(ctx: typer.Context) -> EmbeddingBackend:
     """The backend the command line chose, built from its own flags as given (`Options` fills in
     the rest); the other backends' flags that were given go to its `check_other_options`."""
+    backend, own, others = _chosen(ctx)
+    model = backend.from_options(**own)
+    backend.check_other_options(model.space, others)
+    return model
+
+
+def space_from_context(ctx: typer.Context) -> EmbeddingSpace:
+    """The space the command line's backend flags select, for a command that only reads stored
+    vectors: built from the flags alone (Vertex AI's needs no credentials for it)."""
+    backend, own, others = _chosen(ctx)
+    space = backend.space_from_options(**own)
+    backend.check_other_options(space, others)
+    return space
+
+
+def _chosen(ctx: typer.Context) -> tuple[type[EmbeddingBackend], dict, dict]:
+    """The chosen backend's class, its own flags as given, and other backends' flags given."""
     from pipeline import plugins
 
     values = dict(ctx.meta[_VALUES])
@@ -55,9 +73,11 @@ def backend_from_context(ctx: typer.Context) -> EmbeddingBackend:
         and source.name not in _UNSET_SOURCES
     }
     own = backend.Options.model_fields
-    model = backend.from_options(**{name: v for name, v in given.items() if name in own})
-    model.check_other_options({name: v for name, v in given.items() if name not in own})
-    return model
+    return (
+        backend,
+        {name: v for name, v in given.items() if name in own},
+        {name: v for name, v in given.items() if name not in own},
+    )
 
 
 def _keep(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> None:

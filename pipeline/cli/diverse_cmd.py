@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.answers import echo_answer
-from pipeline.cli.backend_options import backend_from_context
+from pipeline.cli.backend_options import space_from_context
 
 
 def diverse_command(
@@ -41,7 +41,7 @@ def diverse_command(
     from pipeline.search.filters import Filters
 
     Filters(where or []).sql(first_parameter=1)  # an unreadable --where: refused first
-    space = backend_from_context(ctx).space
+    space = space_from_context(ctx)
 
     async def run():
         async with open_database(ctx.obj) as conn:

@@ -2,6 +2,7 @@
 (`pipeline/cli/backend_options.py`)."""
 
 import asyncio
+import os
 from typing import Annotated
 
 import typer
@@ -15,6 +16,7 @@ from pipeline.cli.options import (
     ShardOption,
     shard_of_task,
 )
+from pipeline.core.shards import run_id_from_environment
 
 
 def embed_command(
@@ -58,6 +60,8 @@ def embed_command(
             part_size=part_size,
             read_workers=read_workers,
             shard=task_shard,
+            # (its runs row names the engine's run when one is set: the steps run apart on N tasks)
+            sharded_run=run_id_from_environment(os.environ) if task_shard else None,
         )
     )
     typer.echo(f"embedded {result.manifest}: {result.summary()}")

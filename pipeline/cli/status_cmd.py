@@ -11,14 +11,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.backend_options import backend_from_context
+from pipeline.cli.backend_options import space_from_context
 from pipeline.core.shards import run_id_from_environment
 from pipeline.errors import UsageError
-
-RUNS_NOTE = (
-    "(the runs table does not name a row's shard: embed rows are every task's and rerun's, "
-    "load rows any load of this work dir since the listing)"
-)
 
 
 def status_command(
@@ -63,13 +58,9 @@ def status_command(
             "status needs the run's id", hint="pass --run-id ID (as given to `imgvec run`)"
         )
     work = WorkDir(work_dir or settings.work_dir)
-    space = backend_from_context(ctx).space
+    space = space_from_context(ctx)
     progress = run_progress(work, run_id, space_folder(space), shards)
-    rows = (
-        asyncio.run(run_rows(settings, work, progress.manifest, space.name))
-        if progress.manifest
-        else []
-    )
+    rows = asyncio.run(run_rows(settings, run_id, space.name))
     report = {
         "run_id": run_id,
         "work_dir": work.spec,
@@ -104,14 +95,14 @@ def _print(report: dict) -> None:
             f"manifest's contents, {shard['covered_elsewhere']} already in other parts; "
             f"parts written: {shard['parts']}"
         )
-    if report["manifest"] is None:
+    if not report["runs"]:
         return
-    typer.echo(f"runs {RUNS_NOTE}:")
+    typer.echo("runs (the runs table's rows of this run, each with its task):")
     for row in report["runs"]:
         counts = ", ".join(f"{name} {value}" for name, value in sorted(row["counts"].items()))
         finished = row["finished_at"] or "-"
         typer.echo(
-            f"  {row['run_id']} {row['stage']}: {row['status']}, {row['started_at']} -> "
-            f"{finished}, exit {row['exit_code']}; {counts or 'no counts'}"
+            f"  {row['run_id']} {row['stage']} by task {row['shard'] or '-'}: {row['status']}, "
+            f"{row['started_at']} -> {finished}, exit {row['exit_code']}; {counts or 'no counts'}"
             + (f"; error: {row['error']}" if row["error"] else "")
         )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.backend_options import backend_from_context
+from pipeline.cli.backend_options import space_from_context
 from pipeline.cli.options import CheckpointsDir, ReadWorkers
 
 SHOWN_FAILURES = 5
@@ -38,7 +38,9 @@ def thumbnails_command(
     from pipeline.workdir import WorkDir
 
     settings = ctx.obj
-    name = space or backend_from_context(ctx).space.name  # (builds the backend, loads no model)
+    name = (
+        space or space_from_context(ctx).name
+    )  # (from the flags: loads no model, needs no credentials)
     work = WorkDir(work_dir or settings.work_dir)
     originals = asyncio.run(_loaded_originals(settings, name))
     reader = ObjectReader(s3_endpoint_url=settings.s3_endpoint_url)

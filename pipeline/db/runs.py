@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from pipeline import interrupt
+from pipeline.core.shards import Shard
 from pipeline.errors import EXIT_FINISHED_WITH_FAILURES, ImgvecError, exit_code_of, first_line
 
 
@@ -22,14 +23,17 @@ async def start_run(
     *,
     space_id: int | None = None,
     started_at=None,
+    task: RunTask | None = None,
 ) -> int:
     """Open a run on `conn`, the session the stage keeps to its end; close first the runs whose
     session is gone without closing them (their process was killed)."""
     await conn.execute(_CLOSE_ORPHANS)
+    task = task or RunTask()
     return await conn.fetchval(
         """
-        INSERT INTO runs (stage, source, space_id, started_at, backend_pid, backend_start)
-        SELECT $1, $2, $3, coalesce($4, now()), pid, backend_start
+        INSERT INTO runs (stage, source, space_id, started_at, backend_pid, backend_start,
+                          sharded_run, shard)
+        SELECT $1, $2, $3, coalesce($4, now()), pid, backend_start, $5, $6
         FROM pg_stat_activity WHERE pid = pg_backend_pid()
         RETURNING run_id
         """,
@@ -37,7 +41,18 @@ async def start_run(
         source,
         space_id,
         started_at,
+        task.sharded_run,
+        str(task.shard) if task.shard else None,
     )
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """Which task of a sharded run a stage runs for (both None: an unsharded run; a shard alone:
+    `imgvec embed --shard I/N` run by hand). Written to the row's `sharded_run` and `shard`."""
+
+    sharded_run: str | None = None
+    shard: Shard | None = None
 
 
 # A run is orphaned when no session has its backend's pid, or the pid now belongs to a newer
@@ -72,12 +87,15 @@ async def tracked_run(
     *,
     space_id: int | None = None,
     started_at=None,
+    task: RunTask | None = None,
 ) -> AsyncIterator[Run]:
     """The one run lifecycle: open the `runs` row, let the block count into `run.counts`, then
     close it as succeeded (or partial, when something was counted as failed), interrupted (a
     signal) or failed with the first line of the error, with the exit code the command ends
     with. The error is re-raised: the CLI turns it into its message and that same exit code."""
-    run = Run(await start_run(conn, stage, source, space_id=space_id, started_at=started_at))
+    run = Run(
+        await start_run(conn, stage, source, space_id=space_id, started_at=started_at, task=task)
+    )
     try:
         yield run
     except BaseException as err:

@@ -97,6 +97,8 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
             "backend_pid": "PostgreSQL backend (pg_backend_pid) of the session that runs the stage: while it lives, the run is alive.",
             "backend_start": "When that backend started (pids are reused).",
             "exit_code": "How the run ended for a scheduler: 0 done, 3 done with failures, 1 failed, 2 bad usage, 75 retry later, 130/143 stopped by a signal; NULL while running.",
+            "sharded_run": "The sharded run this row is one task's stage of (imgvec run --run-id, or the batch engine's execution id); NULL outside one.",
+            "shard": "The task: I/N, task I (0-based) of N, as --shard takes it; NULL when the stage ran unsharded.",
         },
     ),
     "sources": (

@@ -165,10 +165,14 @@ runs = Table(
     Column("backend_pid", Integer),
     Column("backend_start", TIMESTAMPTZ),
     Column("exit_code", Integer),
+    Column("sharded_run", Text),
+    Column("shard", Text),
     CheckConstraint("stage IN ('list', 'embed', 'load', 'index', 'run')", name="stage"),
+    CheckConstraint("shard ~ '^[0-9]+/[0-9]+$'", name="shard"),
     CheckConstraint(
         "status IN ('running', 'succeeded', 'partial', 'failed', 'interrupted')", name="status"
     ),
+    Index("ix_runs_sharded_run", "sharded_run", postgresql_where=text("sharded_run IS NOT NULL")),
 )
 
 failures = Table(

@@ -15,8 +15,9 @@ from itertools import batched
 
 from pipeline.checkpoints.manifest import ManifestWriter, manifest_path
 from pipeline.core.objects import ObjectInfo
+from pipeline.core.shards import Shard
 from pipeline.db import open_database
-from pipeline.db.runs import tracked_run
+from pipeline.db.runs import RunTask, tracked_run
 from pipeline.listing.attributes import ObjectAttributes
 from pipeline.listing.filters import ObjectFilter
 from pipeline.listing.registry import register_source
@@ -67,6 +68,7 @@ async def list_source(
     batch_size: int = 5000,
     source: Source | None = None,
     run_id: str | None = None,
+    shard: Shard | None = None,
 ) -> ListingResult:
     settings = settings or Settings()
     object_filter = object_filter or ObjectFilter()
@@ -85,7 +87,7 @@ async def list_source(
 
     async with (
         open_database(settings) as conn,
-        tracked_run(conn, "list", spec, started_at=listed_at) as run,
+        tracked_run(conn, "list", spec, started_at=listed_at, task=RunTask(run_id, shard)) as run,
     ):
         counts = run.counts
         manifest = ManifestWriter(work, manifest_path(listed_at, run_id))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from pipeline.checkpoints.parts import space_folders
 from pipeline.db import open_database, resolve_url
-from pipeline.db.runs import tracked_run
+from pipeline.db.runs import RunTask, tracked_run
 from pipeline.errors import ConfigError
 from pipeline.loading.indexing import build_index
 from pipeline.loading.space_loader import load_space, space_load_lock
@@ -56,6 +56,7 @@ async def load_work_dir(
     settings: Settings | None = None,
     index: bool = True,
     maintenance_work_mem: str = "1GB",
+    task: RunTask | None = None,
 ) -> LoadResult:
     settings = settings or Settings()
     work = WorkDir(work_dir)
@@ -66,7 +67,10 @@ async def load_work_dir(
             f"no embeddings in {work.spec}", hint=f"run `imgvec embed --work-dir {work.spec}` first"
         )
     url = await resolve_url(settings)
-    async with open_database(settings) as conn, tracked_run(conn, "load", work.spec) as run:
+    async with (
+        open_database(settings) as conn,
+        tracked_run(conn, "load", work.spec, task=task) as run,
+    ):
         result = LoadResult(run.run_id, run.counts)
         for folder, sizes in by_folder.items():
             space_id = await load_space(conn, url, work, folder, sizes, run.run_id, result.counts)

@@ -180,7 +180,7 @@ async def run_history(
         rows = await conn.fetch(
             """
             SELECT r.run_id, r.stage, r.source, s.name AS space, r.status, r.counts, r.error,
-                   r.started_at, r.finished_at, r.exit_code
+                   r.started_at, r.finished_at, r.exit_code, r.sharded_run, r.shard
             FROM runs r LEFT JOIN embedding_spaces s USING (space_id)
             ORDER BY r.started_at DESC, r.run_id DESC
             LIMIT $1

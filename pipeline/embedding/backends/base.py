@@ -72,15 +72,26 @@ class EmbeddingBackend(abc.ABC):
     def from_options(cls, **values: Any) -> Self:
         """The backend the options describe, checked by `Options` (a bad value is a usage error
         naming its flag). Cheap: models and clients load on first use."""
+        return cls(cls.options_from(**values))
+
+    @classmethod
+    def options_from(cls, **values: Any) -> Any:
+        """`Options` checked: a bad value is a usage error naming its flag."""
         try:
-            options = cls.Options(**values)
+            return cls.Options(**values)
         except ValidationError as err:
             problem = err.errors()[0]
             message = problem["msg"].removeprefix("Value error, ")
             if problem["loc"]:
                 message = f"--{str(problem['loc'][0]).replace('_', '-')}: {message}"
             raise UsageError(message) from None
-        return cls(options)
+
+    @classmethod
+    def space_from_options(cls, **values: Any) -> EmbeddingSpace:
+        """The space the options select, for commands that only read vectors (status, diverse,
+        thumbnails). By default the backend's own; one that needs credentials or a service to be
+        built overrides this to tell its space without them."""
+        return cls.from_options(**values).space
 
     @classmethod
     @abc.abstractmethod
@@ -103,9 +114,10 @@ class EmbeddingBackend(abc.ABC):
         user cannot use as they are (e.g. architectures without published weights)."""
         return []
 
-    def check_other_options(self, given: dict[str, Any]) -> None:
-        """Flags of other backends given with this one: ignored, unless one contradicts this
-        backend (a backend that can tell overrides this)."""
+    @classmethod
+    def check_other_options(cls, space: EmbeddingSpace, given: dict[str, Any]) -> None:
+        """Flags of other backends given with this one: ignored, unless one contradicts the
+        backend's `space` (a backend that can tell overrides this)."""
         return None
 
     @property

@@ -148,14 +148,15 @@ class ClipBackend(EmbeddingBackend):
             rows.append((name + default, dimension, ", ".join(marked) or "(no weights)"))
         return rows
 
-    def check_other_options(self, given: dict[str, Any]) -> None:
+    @classmethod
+    def check_other_options(cls, space: EmbeddingSpace, given: dict[str, Any]) -> None:
         # Vertex AI's --dimension chooses a size; CLIP's is fixed by the model, and a script that
         # asks for another one must not get vectors of a size it does not expect.
         dimension = given.get("dimension")
-        if dimension is not None and dimension != self.space.dimension:
+        if dimension is not None and dimension != space.dimension:
             raise UsageError(
-                f"--dimension {dimension}: CLIP {self.model_name} makes "
-                f"{self.space.dimension}-dimensional vectors, whatever is asked",
+                f"--dimension {dimension}: CLIP {space.model} makes "
+                f"{space.dimension}-dimensional vectors, whatever is asked",
                 hint="--dimension chooses Vertex AI's size (--backend vertex); for another CLIP "
                 "size choose another --model (`imgvec models`)",
             )

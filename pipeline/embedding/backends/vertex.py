@@ -176,10 +176,17 @@ class VertexBackend(EmbeddingBackend):
 
     @property
     def space(self) -> EmbeddingSpace:
+        return self._space(self.dimension)
+
+    @classmethod
+    def space_from_options(cls, **values: Any) -> EmbeddingSpace:
+        """The dimension alone says the space: no credentials or project needed to read it."""
+        return cls._space(cls.options_from(**values).dimension)
+
+    @classmethod
+    def _space(cls, dimension: int) -> EmbeddingSpace:
         # Vectors are L2-normalised here, so <-> in SQL ranks exactly as cosine distance.
-        return EmbeddingSpace(
-            self.name, MODEL, "v1", self.dimension, metric="cosine", normalized=True
-        )
+        return EmbeddingSpace(cls.name, MODEL, "v1", dimension, metric="cosine", normalized=True)
 
     @classmethod
     def options_for_space(cls, space: EmbeddingSpace) -> str:
