@@ -48,12 +48,23 @@ from pipeline.errors import ConfigError
 from pipeline.workdir import WorkDir
 
 PART_COLUMNS = ["locator", "content_hash", "space", "embedding"]
-_PART = re.compile(r"(?:^|/)(?:shard-\d+of\d+-)?part-(\d+)\.csv$")
+_PART = re.compile(r"(?:^|/)(?:shard-(\d+)of(\d+)-)?part-(\d+)\.csv$")
 _EMPTY_PART = len(",".join(PART_COLUMNS)) + 2
 
 
 def is_part(path: str) -> bool:
     return _PART.search(path) is not None
+
+
+def shard_of_part(path: str) -> Shard | None:
+    """The shard whose task wrote a part (None: not a part, or written unsharded)."""
+    match = _PART.search(path)
+    if match is None or match.group(1) is None:
+        return None
+    try:
+        return Shard(int(match.group(1)), int(match.group(2)))
+    except ValueError:  # (a name no task writes, e.g. shard-5of2: no shard's)
+        return None
 
 
 def binary_twin(part_path: str) -> str:
@@ -102,7 +113,7 @@ class PartIndex:
 def read_index(work: WorkDir, folder: str) -> PartIndex:
     index = PartIndex()
     files = work.sizes(folder)
-    parts = {f: int(m.group(1)) for f in files if (m := _PART.search(f))}
+    parts = {f: int(m.group(3)) for f in files if (m := _PART.search(f))}
     for path in parts:
         index.done.update(content_key(loc, h) for loc, h in part_keys(work, path, files))
         if has_failures(path, files):

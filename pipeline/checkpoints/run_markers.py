@@ -43,6 +43,15 @@ def shards_done(work: WorkDir, run_id: str, count: int) -> set[int]:
     return {i for i in range(count) if _done_marker(run_id, Shard(i, count)) in files}
 
 
+def marked_shard_counts(work: WorkDir, run_id: str) -> set[int]:
+    """The task counts N of the run's done-markers (one, unless it was started with several)."""
+    markers = work.sizes(f"{FOLDER}/{run_slug(run_id)}")
+    return {int(m.group(1)) for path in markers if (m := _DONE_MARKER_OF_N.search(path))}
+
+
+_DONE_MARKER_OF_N = re.compile(r"/shard-\d+of(\d+)\.done$")  # as `_done_marker` names them
+
+
 def _done_marker(run_id: str, shard: Shard) -> str:
     return f"{FOLDER}/{run_slug(run_id)}/shard-{shard.index}of{shard.count}.done"
 

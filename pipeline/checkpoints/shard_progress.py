@@ -18,21 +18,16 @@ done-marker is what says it finished."""
 
 from __future__ import annotations
 
-import posixpath
-import re
 from dataclasses import dataclass, field
 
 from pipeline.checkpoints.failures import has_failures, read_failures
 from pipeline.checkpoints.manifest import iter_entries
-from pipeline.checkpoints.parts import is_part, part_keys
-from pipeline.checkpoints.run_markers import FOLDER, listed_manifest, run_slug, shards_done
+from pipeline.checkpoints.parts import is_part, part_keys, shard_of_part
+from pipeline.checkpoints.run_markers import listed_manifest, marked_shard_counts, shards_done
 from pipeline.core.objects import content_key
 from pipeline.core.shards import shard_of
 from pipeline.errors import UsageError
 from pipeline.workdir import WorkDir
-
-_SHARD_PART = re.compile(r"^shard-(\d+)of(\d+)-part-\d+\.csv$")
-_DONE_MARKER = re.compile(r"/shard-(\d+)of(\d+)\.done$")
 
 
 @dataclass
@@ -132,20 +127,17 @@ def _count_shard(
 
 
 def _own_shard(path: str, count: int) -> int | None:
-    match = _SHARD_PART.match(posixpath.basename(path))
-    if match is None or int(match.group(2)) != count:
-        return None
-    return int(match.group(1))
+    shard = shard_of_part(path)
+    return shard.index if shard is not None and shard.count == count else None
 
 
 def shard_count(work: WorkDir, run_id: str, folder: str) -> int:
     """N, from the run's done-markers, else from the shard parts in the space folder (when they
     were all written by one N)."""
-    markers = work.sizes(f"{FOLDER}/{run_slug(run_id)}")
-    counts = {int(m.group(2)) for path in markers if (m := _DONE_MARKER.search(path))}
+    counts = marked_shard_counts(work, run_id)
     if not counts:
-        parts = (_SHARD_PART.match(posixpath.basename(path)) for path in work.sizes(folder))
-        counts = {int(m.group(2)) for m in parts if m}
+        parts = (shard_of_part(path) for path in work.sizes(folder))
+        counts = {shard.count for shard in parts if shard is not None}
     if len(counts) != 1:
         found = f"shards of {sorted(counts)} tasks" if counts else "no shard's files"
         raise UsageError(
