@@ -207,7 +207,8 @@ async def run_source(
         if len(shards_done(work, task.run_id, task.shard.count)) < task.shard.count:
             report("load", loading)
             return SourceRun(listing, embedding, loading, [])
-        loading = await load_work_dir(work_dir=work_dir, settings=settings, task=run_task)
+        final = await load_work_dir(work_dir=work_dir, settings=settings, task=run_task)
+        loading = loading.then(final)  # (its summary said "0 parts loaded": the second pass's)
     report("load", loading)
     async with open_database(settings) as conn:
         texts = await save_text_queries(conn, backend, [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,6 +176,12 @@ async def test_n_concurrent_tasks_give_the_single_worker_result(
     assert embedded_rows(work) == IMAGES
     assert len(list(work.glob("manifests/*-nightly-1.csv"))) == 1  # task 0 alone listed
     assert sum("by task 0 of the run" in out for out in outputs) == count - 1
+    # Each part is loaded once, by one task, and that task's summary says so (the last task's
+    # too: it loads twice, its own and then the others' last parts before the index).
+    loaded = [re.search(r"loaded: (\d+) parts loaded", out) for out in outputs]
+    assert sum(int(m.group(1)) for m in loaded if m) == len(
+        list(work.glob("embeddings/*/*part-*.csv"))
+    )
 
 
 async def test_a_late_task_0_and_a_killed_task_rerun_agree(

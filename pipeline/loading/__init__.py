@@ -49,6 +49,14 @@ class LoadResult:
             f"loaded, {c['reused']} vectors reused for identical bytes; indexes: {', '.join(self.indexes) or 'none'}"
         )
 
+    def then(self, later: LoadResult) -> LoadResult:
+        """This load and a later one of the same work dir, as one (the last task of a sharded
+        run loads its own parts, then whatever the others published meanwhile, and indexes):
+        the parts this one loaded are among those the later one found already loaded."""
+        counts = self.counts + later.counts
+        counts["parts_skipped"] = later.counts["parts_skipped"] - self.counts["parts_loaded"]
+        return LoadResult(later.run_id, counts, later.indexes)
+
 
 async def load_work_dir(
     *,
