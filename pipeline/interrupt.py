@@ -28,8 +28,8 @@ _graceful = 0  # how many graceful() blocks are open
 class Interrupted(ImgvecError):
     """The run stopped because a signal asked it to; rerunning the same command resumes."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, hint="rerun the same command to resume")
+    def __init__(self, message: str, hint: str = "rerun the same command to resume") -> None:
+        super().__init__(message, hint=hint)
         self.exit_code = exit_code()
 
 

@@ -82,7 +82,9 @@ async def embed_work_dir(
                     raise interrupt.Interrupted(
                         f"{err}: {result.counts['embedded']} images embedded in this run are "
                         f"kept in {len(result.parts)} part(s) (searchable once loaded: the rerun, "
-                        "or `imgvec load`)"
+                        "or `imgvec load`)",
+                        # (the same command with --force would embed them all again)
+                        hint="rerun without --force to resume" if force else err.hint or "",
                     ) from None
     return result
 

@@ -111,3 +111,17 @@ def test_a_second_signal_exits_on_the_spot(listed):
     assert proc.returncode == 130
     assert time.monotonic() - sent < 2
     assert not list(work.glob("embeddings/*/part-*.csv"))
+
+
+def test_a_forced_embed_stopped_says_to_resume_without_force(listed):
+    """`embed --force` recomputes every image: its rerun, "the same command", would start over."""
+    work, env = listed
+    args = [*embed_args(work), "--force", "--part-size", "8", "--batch-size", "8"]
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for_parts(proc, work, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert "hint: rerun without --force to resume" in err and "the same command" not in err

@@ -29,6 +29,7 @@ from pipeline.embedding.backends.vertex_requests import (
     MIME_TYPES,
     VertexImage,
     as_gcs_uri,
+    default_credentials,
     dropped_connection_errors,
     never_connected,
     prediction_clients,
@@ -43,10 +44,6 @@ from pipeline.errors import ConfigError
 MODEL = "multimodalembedding@001"
 DIMENSIONS = (128, 256, 512, 1408)
 _REGION = re.compile(r"[a-z][a-z0-9-]*[a-z0-9]")
-CREDENTIALS_HINT = (
-    "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
-    "service account key file; name the project with --project (or GOOGLE_CLOUD_PROJECT)"
-)
 
 
 class VertexOptions(BaseModel):
@@ -124,7 +121,7 @@ class VertexBackend(EmbeddingBackend):
 
         if credentials is None and not (api_endpoint or "").startswith("http://"):
             # Found now, in one clear line if missing, not at the first request in a worker.
-            credentials, found_project = _default_credentials()
+            credentials, found_project = default_credentials()
             project = project or found_project
         if not project:
             raise ConfigError(
@@ -292,15 +289,3 @@ class VertexBackend(EmbeddingBackend):
                     timeout=self.request_timeout,
                 )
         return list(response.predictions[0][field])
-
-
-def _default_credentials():
-    """Application Default Credentials and their project, or one clear line saying how."""
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
-    try:
-        # Scoped as the client would scope its own: credentials passed in are used as they are.
-        return google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-    except DefaultCredentialsError:
-        raise ConfigError("no Google credentials for Vertex AI", hint=CREDENTIALS_HINT) from None

@@ -2,7 +2,7 @@
 the service can read as stored, its `gcsUri`; and which of the two an object gets (a look at its
 first and last bytes decides, so a gs:// object that is not a plain JPEG or PNG is read, checked
 and re-encoded instead of costing a refused request). Also where requests go (a client per
-region) and what a refusal says."""
+region), with whose credentials, and what a refusal says."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.embedding.backends.base import ImageItem
 from pipeline.embedding.images import MAX_PIXELS, Decoded
+from pipeline.errors import ConfigError
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # the service's limit; it resizes to 512x512 anyway
 #: the file formats sent as they are, and their `mimeType` (the only two the REST API names)
@@ -200,3 +201,21 @@ def never_connected(err: BaseException) -> bool:
         return True
     cause = err.args[0] if isinstance(err, http.ConnectionError) and err.args else None
     return isinstance(cause, MaxRetryError) and isinstance(cause.reason, NewConnectionError)
+
+
+CREDENTIALS_HINT = (
+    "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
+    "service account key file; name the project with --project (or GOOGLE_CLOUD_PROJECT)"
+)
+
+
+def default_credentials():
+    """Application Default Credentials and their project, or one clear line saying how."""
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        # Scoped as the client would scope its own: credentials passed in are used as they are.
+        return google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    except DefaultCredentialsError:
+        raise ConfigError("no Google credentials for Vertex AI", hint=CREDENTIALS_HINT) from None
