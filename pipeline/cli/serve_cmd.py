@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Annotated
 
 import typer
@@ -80,31 +82,88 @@ def _backend_chosen(ctx: typer.Context) -> bool:
 
 
 def _serve(config) -> None:
+    import asyncio
     import logging
 
     import uvicorn
 
-    from pipeline.service.app import create_app
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    from pipeline.service.security import RedactSecretsInAccessLog
-
-    logging.getLogger("uvicorn.access").addFilter(RedactSecretsInAccessLog())
-    shown = f"[{config.host}]" if ":" in config.host else config.host
-    # The URL only: never the token (nor the database URL).
-    typer.echo(
-        f"imgvec serve: http://{shown}:{config.port}/ (API docs: /api/docs"
-        f"{'; token required' if config.token else ''})",
-        err=True,
-    )
     from pipeline import interrupt
+    from pipeline.service.app import create_app
+    from pipeline.service.security import RedactSecretsInAccessLog
+    from pipeline.service.state import ServiceState
+
+    # Everything that can fail at start fails here, before the banner and before uvicorn, as the
+    # ImgvecError it is (one line and a hint from main(), its exit code): uvicorn would log a
+    # traceback for a failed lifespan or bind and exit 3. First the address (instant, no database).
+    sock = _bind(config.host, config.port)
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+
+    async def serve() -> None:
+        # The database, on the loop that serves (the pool belongs to it): the lifespan then uses
+        # this state rather than opening its own.
+        app.state.service = await ServiceState.open(config)
+        try:
+            # (only now: the check above logs as any command's does, not alembic's INFO lines)
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+            logging.getLogger("uvicorn.access").addFilter(RedactSecretsInAccessLog())
+            _banner(config, sock)
+            await server.serve(sockets=[sock])
+        finally:
+            await app.state.service.close()
 
     try:
-        uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
+        asyncio.run(serve(), loop_factory=_loop_factory(server.config))
     except KeyboardInterrupt:  # uvicorn stopped cleanly, then re-raised the signal it caught
         pass
+    finally:
+        sock.close()
     # A run of POST /api/runs that wound down on the signal leaves only the flag (uvicorn returns
     # normally then): exit as a stopped `imgvec run` does, 130 / 143.
     if interrupt.requested():
         typer.echo(f"imgvec serve: {interrupt.describe()}", err=True)
         raise typer.Exit(interrupt.exit_code())
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (uvicorn listens on it), or a ConfigError naming the address."""
+    from pipeline.errors import ConfigError
+
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # (as uvicorn itself binds)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (a restart need not wait)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"cannot listen on {shown}: the address is already in use",
+                hint="another server (an imgvec serve still running?) listens there: stop it, "
+                "or pass another --port",
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {shown}: {err.strerror or err}",
+            hint="pass a --host this machine has (127.0.0.1 by default) and a --port you may use "
+            "(one above 1023 unless privileged)",
+        ) from None
+    return sock
+
+
+def _banner(config, sock: socket.socket) -> None:
+    # The URL only: never the token (nor the database URL). The port bound (--port 0 picks one).
+    shown = f"[{config.host}]" if ":" in config.host else config.host
+    typer.echo(
+        f"imgvec serve: http://{shown}:{sock.getsockname()[1]}/ (API docs: /api/docs"
+        f"{'; token required' if config.token else ''})",
+        err=True,
+    )
+
+
+def _loop_factory(config):
+    """uvicorn's event loop (uvloop when installed), as its own run() would make it."""
+    if hasattr(config, "get_loop_factory"):  # uvicorn >= 0.36
+        return config.get_loop_factory()
+    config.setup_event_loop()  # older: sets the event loop policy instead
+    return None

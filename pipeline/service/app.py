@@ -22,11 +22,17 @@ STATIC = Path(__file__).resolve().parent / "static"
 def create_app(config: ServiceConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        # `imgvec serve` opens the state before uvicorn starts, so that a database that is down
+        # is its one-line error rather than a traceback from here; it then closes it too.
+        if getattr(app.state, "service", None) is not None:
+            yield
+            return
         app.state.service = await ServiceState.open(config)
         try:
             yield
         finally:
             await app.state.service.close()
+            app.state.service = None  # (a next lifespan, e.g. a test's next client, opens anew)
 
     app = FastAPI(
         title="imgvec",
