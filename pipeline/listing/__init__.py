@@ -20,11 +20,12 @@ from pipeline.db import open_database
 from pipeline.db.runs import RunTask, tracked_run
 from pipeline.listing.attributes import ObjectAttributes
 from pipeline.listing.filters import ObjectFilter
-from pipeline.listing.registry import register_source
+from pipeline.listing.registry import register_source, settle_source
 from pipeline.listing.store import ObjectStore
 from pipeline.progress import Progress
 from pipeline.settings import Settings
 from pipeline.sources import Source, SourceOptions, open_source
+from pipeline.sources.base import MissingObject
 from pipeline.workdir import WorkDir
 
 
@@ -39,10 +40,11 @@ class ListingResult:
     def summary(self) -> str:
         c = self.counts
         relabeled = f" ({c['relabeled']} relabeled)" if c["relabeled"] else ""
+        missing = f" ({c['missing']} missing)" if c["missing"] else ""
         return (
             f"{c['listed']} objects: {c['new']} new, {c['changed']} changed, "
             f"{c['unchanged']} unchanged{relabeled}, {c['deleted']} deleted, "
-            f"{c['skipped']} skipped; manifest {self.manifest}"
+            f"{c['skipped']} skipped{missing}; manifest {self.manifest}"
         )
 
     def unmatched_note(self) -> str | None:
@@ -93,8 +95,10 @@ async def list_source(
         manifest = ManifestWriter(work, manifest_path(listed_at, run_id))
         progress = Progress("list", "objects")
         try:
-            source_id = await register_source(conn, source)
             async with conn.transaction():
+                # Inside the listing's transaction: a listing that fails registers no source
+                # (its row would show in every "listed sources" hint, and could become the default).
+                source_id = await register_source(conn, source)
                 store = ObjectStore(
                     conn, listed_at, source_id, names_may_clash=source.names_may_clash
                 )
@@ -107,6 +111,7 @@ async def list_source(
                     counts["deleted"] += len(deleted)
                 unmatched = attributes.unmatched()
                 counts["unmatched_attributes"] += len(unmatched)
+                await settle_source(conn, source_id, source)
                 published = manifest.publish()
         except BaseException:
             manifest.discard()
@@ -120,8 +125,12 @@ async def _record_batch(batch, object_filter, store, manifest, counts) -> None:
     images: list[tuple[ObjectInfo, None]] = []
     skipped: list[tuple[ObjectInfo, str]] = []
     for obj in batch:
-        reason = object_filter.skip_reason(obj)
+        # A locator of a list that names nothing is skipped, whatever the filters would say.
+        missing = isinstance(obj, MissingObject)
+        reason = obj.reason if missing else object_filter.skip_reason(obj)
         (skipped if reason else images).append((obj, reason))
+        if missing:  # (only then: a run's counts name what happened)
+            counts["missing"] += 1
     statuses = await store.upsert([obj for obj, _ in images]) if images else {}
     rows: list[tuple[ObjectInfo, str, str | None]] = [
         (_as_stored(obj, store), statuses[obj.locator], None) for obj, _ in images

@@ -16,29 +16,46 @@ _SOURCES_LOCK_KEY = 0x696D67737263
 
 
 async def register_source(conn: asyncpg.Connection, source: Source) -> int:
-    """The source's id, recording it on first listing. The first source listed becomes the default;
-    so does a later one while the default holds no image (e.g. its first listing was killed).
+    """The source's id, recording it on first listing. Call it inside the listing's transaction,
+    so that a listing that fails or is killed records no source; `settle_source` ends it.
 
-    Its own short transaction, before the listing's long one: two first listings at once must not
-    both make themselves the default, and a lock held for a whole listing would serialise them."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SOURCES_LOCK_KEY)
+    No lock and no update of an existing row here: either would be held for the whole listing
+    (serialising listings of different sources, or deadlocking with another's `settle_source`).
+    A second first listing of the same root waits on the insert until the first one ends."""
+    # The root, the normalised place listed, is the identity: `imgvec list ./pics` and
+    # `imgvec list /home/me/pics/` are one source.
+    source_id = await conn.fetchval(
+        """
+        INSERT INTO sources (root, kind, spec) VALUES ($1, $2, $3)
+        ON CONFLICT (root) DO NOTHING RETURNING source_id
+        """,
+        source.root(),
+        source.scheme,
+        source.spec,
+    )
+    if source_id is None:
         source_id = await conn.fetchval(
-            """
-            INSERT INTO sources (root, kind, spec) VALUES ($1, $2, $3)
-            ON CONFLICT (root) DO UPDATE SET spec = EXCLUDED.spec, last_listed_at = now()
-            RETURNING source_id
-            """,
-            # The root, the normalised place listed, is the identity: `imgvec list ./pics` and
-            # `imgvec list /home/me/pics/` are one source.
-            source.root(),
-            source.scheme,
-            source.spec,
+            "SELECT source_id FROM sources WHERE root = $1", source.root()
         )
-        default = await conn.fetchval("SELECT source_id FROM sources WHERE is_default")
-        if default != source_id and (default is None or not await _has_images(conn, default)):
-            await conn.execute("SELECT set_default_source($1)", str(source_id))
     return source_id
+
+
+async def settle_source(conn: asyncpg.Connection, source_id: int, source: Source) -> None:
+    """At the end of a listing's transaction (its commit follows): note the spec and time of this
+    listing, and choose the default. The first source listed becomes the default; so does a later
+    one while the default holds no image (e.g. all its objects were deleted).
+
+    The lock (held until the commit, a moment) keeps two listings ending at once from both making
+    themselves the default."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _SOURCES_LOCK_KEY)
+    await conn.execute(
+        "UPDATE sources SET spec = $2, last_listed_at = now() WHERE source_id = $1",
+        source_id,
+        source.spec,
+    )
+    default = await conn.fetchval("SELECT source_id FROM sources WHERE is_default")
+    if default != source_id and (default is None or not await _has_images(conn, default)):
+        await conn.execute("SELECT set_default_source($1)", str(source_id))
 
 
 async def set_default_source(conn: asyncpg.Connection, source: str) -> str:

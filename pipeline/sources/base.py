@@ -37,6 +37,20 @@ class ObjectTooLarge(Exception):
     `max_bytes`. (A source that cannot tell just returns `max_bytes` + 1 bytes.)"""
 
 
+class ObjectMissing(PermanentError):
+    """Raised by `stat` when the locator names no object. A file of locators records such a line
+    as a skipped object (`MissingObject`) and goes on; any other PermanentError stops the listing
+    (a missing bucket, no credentials: no other line would fare better)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MissingObject(ObjectInfo):
+    """A listed locator with no object behind it: a manifest row skipped with `reason`, never an
+    object in the database (nothing to embed), as the product rule wants for bad input."""
+
+    reason: str = "missing (no such object)"
+
+
 class Source(ABC):
     """A place images are listed from and read from.
 
@@ -84,7 +98,8 @@ class Source(ABC):
         before the transfer raises ObjectTooLarge. The cap itself is checked by the caller."""
 
     def stat(self, locator: str) -> ObjectInfo:
-        """One object by locator, for files of locators."""
+        """One object by locator, for files of locators. One that does not exist raises
+        ObjectMissing."""
         raise PermanentError(f"{self.scheme}:// locators cannot be looked up one by one")
 
     def read_range(self, locator: str, start: int, end: int) -> bytes:

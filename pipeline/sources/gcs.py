@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from pipeline.core.objects import ObjectInfo, md5_from_base64, relative_name
 from pipeline.errors import PermanentError, RetryableError, first_line
-from pipeline.sources.base import BucketSource
+from pipeline.sources.base import BucketSource, ObjectMissing
 
 # Only what the manifest needs: smaller pages, faster listings.
 _FIELDS = "items(name,size,generation,etag,md5Hash,crc32c,contentType,updated),nextPageToken"
@@ -56,7 +56,7 @@ class GcsSource(BucketSource):
                 .get_blob(key, retry=DEFAULT_RETRY.with_timeout(self.options.timeout))
             )
         if blob is None:
-            raise PermanentError(f"{locator} does not exist")
+            raise ObjectMissing(f"{locator} does not exist")
         return self._info(blob, bucket, "")
 
     def read(self, locator: str, *, max_bytes: int, size: int | None = None) -> bytes:

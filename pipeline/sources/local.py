@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pipeline.core.objects import ObjectInfo, guess_content_type, md5_hash
 from pipeline.errors import PermanentError
-from pipeline.sources.base import ObjectTooLarge, Source, SourceOptions
+from pipeline.sources.base import ObjectMissing, ObjectTooLarge, Source, SourceOptions
 
 SCHEME = "file"
 
@@ -60,6 +60,8 @@ class LocalSource(Source):
     def stat(self, locator: str) -> ObjectInfo:
         path = _path(locator)
         if not path.is_file():
+            if not path.exists():  # (a broken link too)
+                raise ObjectMissing(f"{locator!r} does not exist")
             raise PermanentError(f"{locator!r} is not a file")
         return _object(str(path.resolve()), path.name, path.stat(), None)
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from pipeline.core.objects import ObjectInfo, guess_content_type, md5_hash, relative_name
 from pipeline.errors import ConfigError, PermanentError, RetryableError
-from pipeline.sources.base import BucketSource, ObjectTooLarge
+from pipeline.sources.base import BucketSource, ObjectMissing, ObjectTooLarge
 
 
 class S3Source(BucketSource):
@@ -97,7 +97,7 @@ class S3Source(BucketSource):
                     f"cannot list {spec}: bucket {bucket!r} does not exist"
                 ) from None
             if code in ("NoSuchKey", "404"):
-                raise PermanentError(f"s3://{bucket}/{key} does not exist") from None
+                raise ObjectMissing(f"s3://{bucket}/{key} does not exist") from None
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise PermanentError(f"cannot list {spec}: access denied ({code})") from None
             raise RetryableError(
