@@ -7,6 +7,7 @@ PostgreSQL with pgvector; without it imgvec runs an embedded server under `IMGVE
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -65,4 +66,43 @@ class Settings(BaseSettings):
 
     @property
     def pgdata(self) -> Path:
-        return self.home / "pgdata"
+        """The embedded server's data dir. A ConfigError naming IMGVEC_HOME when imgvec cannot
+        make or write it there: else starting the server fails with a bare OSError, and `db
+        status` calls it merely stopped."""
+        pgdata = self.home / "pgdata"
+        problem = _unwritable(pgdata.expanduser().absolute())
+        if problem is not None:
+            from pipeline.errors import ConfigError
+
+            unset = "" if os.environ.get("IMGVEC_HOME") else " (unset: the default)"
+            raise ConfigError(
+                f"IMGVEC_HOME{unset} is {self.home}, where the embedded PostgreSQL cannot keep "
+                f"its data: {problem}",
+                hint="point IMGVEC_HOME at a folder imgvec can write, or set DATABASE_URL to use "
+                "a PostgreSQL server of your own",
+            )
+        return pgdata
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why imgvec cannot make or write the folder `path`, or None: the nearest part of it that
+    exists must be a folder we may write in."""
+    for found in (path, *path.parents):
+        try:
+            found.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not there (yet): its parent decides
+        except OSError as err:  # a folder above it we may not enter
+            return f"{found}: {err.strerror}"
+        if not found.is_dir():
+            return f"{found} is not a folder"
+        if found == path:  # the data dir, made before: ours unless the access bits say otherwise
+            return (
+                None if os.access(found, os.W_OK | os.X_OK) else f"imgvec may not write in {found}"
+            )
+        try:  # not made yet: try (access() says yes to root, also where no file can be made)
+            os.rmdir(tempfile.mkdtemp(prefix=".imgvec-probe-", dir=found))
+        except OSError as err:
+            return f"imgvec may not write in {found} ({err.strerror})"
+        return None
+    return None

@@ -48,9 +48,13 @@ def index_command(
             help="vector_l2_ops (for <->), vector_cosine_ops (<=>) or vector_ip_ops (<#>)."
         ),
     ] = "vector_l2_ops",
-    m: Annotated[int, typer.Option(help="HNSW links per node (recall vs size).")] = 16,
+    m: Annotated[int, typer.Option(help="HNSW links per node, 2 to 100 (recall vs size).")] = 16,
     ef_construction: Annotated[
-        int, typer.Option(help="HNSW build-time candidate list (recall vs build time).")
+        int,
+        typer.Option(
+            help="HNSW build-time candidate list, 4 to 1000 and at least 2 x --m "
+            "(recall vs build time)."
+        ),
     ] = 64,
     maintenance_work_mem: Annotated[
         str, typer.Option(help="Memory for the build, e.g. 1GB.")
@@ -61,7 +65,10 @@ def index_command(
     Example: imgvec index --rebuild --m 24 --ef-construction 128
     """
     from pipeline.db import open_database, resolve_url
-    from pipeline.loading.indexing import build_index
+    from pipeline.loading.indexing import build_index, check_index_options
+
+    # Before the database is opened (or the embedded server started): a usage error is exit 2.
+    check_index_options(opclass, m, ef_construction, maintenance_work_mem)
 
     async def run():
         url = await resolve_url(ctx.obj)

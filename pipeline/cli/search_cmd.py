@@ -113,4 +113,11 @@ def text_embed_command(
             return await save_text_queries(conn, model, texts or [])
 
     done = asyncio.run(run())
-    typer.echo(f"embedded {len(done)} text(s) in space {model.space.name}")
+    if done:
+        typer.echo(f"embedded {len(done)} text(s) in space {model.space.name}")
+    elif texts:
+        typer.echo(
+            f"nothing to embed: the text(s) given were already embedded in space {model.space.name}"
+        )
+    else:
+        typer.echo(f"nothing to embed: no texts are queued for space {model.space.name}")

@@ -12,18 +12,61 @@ q` (as `image_embeddings` does) are pruned to that partition and use its index.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 
 import asyncpg
 
 from pipeline.db import connect
 from pipeline.db.spaces import partition_name
+from pipeline.errors import UsageError
 from pipeline.progress import Progress
 
 # Operator class per query operator: <-> (L2, the analysts' operator), <=> (cosine), <#> (ip).
 OPCLASSES = ("vector_l2_ops", "vector_cosine_ops", "vector_ip_ops")
 MAX_HNSW_DIMENSION = 2000  # pgvector's limit for an HNSW index on `vector`
-_MEMORY = re.compile(r"^\d+\s*(kB|MB|GB)$")
+_MEMORY = re.compile(r"^(\d+)\s*(kB|MB|GB)$")
+_KILOBYTES = {"kB": 1, "MB": 1024, "GB": 1024 * 1024}
+# pgvector's bounds (its hnsw.h), checked before any SQL: a wrong value is then a usage error that
+# names the flag, not the server's InvalidParameterValueError.
+M_RANGE = (2, 100)
+EF_CONSTRUCTION_RANGE = (4, 1000)
+
+
+def check_index_options(
+    opclass: str, m: int, ef_construction: int, maintenance_work_mem: str | None = None
+) -> None:
+    """A UsageError naming the `imgvec index` flag when pgvector would refuse the build."""
+    if opclass not in OPCLASSES:
+        close = difflib.get_close_matches(opclass, OPCLASSES, n=1, cutoff=0.6)
+        raise UsageError(
+            f"unknown --opclass {opclass!r}" + (f"; did you mean {close[0]}?" if close else ""),
+            hint="imgvec builds HNSW indexes with vector_l2_ops (for <->), vector_cosine_ops "
+            "(<=>) or vector_ip_ops (<#>)",
+        )
+    for flag, value, (low, high) in (
+        ("--m", m, M_RANGE),
+        ("--ef-construction", ef_construction, EF_CONSTRUCTION_RANGE),
+    ):
+        if not low <= value <= high:
+            raise UsageError(
+                f"{flag} {value} is out of range: pgvector's HNSW takes {low} to {high}"
+            )
+    if ef_construction < 2 * m:
+        raise UsageError(
+            f"--ef-construction {ef_construction} is less than 2 x --m {m}: pgvector's HNSW needs "
+            "ef_construction >= 2 * m",
+            hint=f"raise --ef-construction to {2 * m} or more, or lower --m",
+        )
+    if maintenance_work_mem is not None:
+        found = _MEMORY.match(maintenance_work_mem)
+        # PostgreSQL's bounds for maintenance_work_mem: 1MB to 2147483647kB (about 2TB).
+        kilobytes = int(found[1]) * _KILOBYTES[found[2]] if found else 0
+        if not 1024 <= kilobytes <= 2147483647:
+            raise UsageError(
+                f"--maintenance-work-mem {maintenance_work_mem!r} is not a memory size from 1MB "
+                "to 2TB, e.g. 512MB or 2GB"
+            )
 
 
 async def build_index(
@@ -40,10 +83,7 @@ async def build_index(
     """Build (with `rebuild`: drop and build again) the space's HNSW index, then ANALYZE its
     partition; returns the index's name. With `progress_url`, a second connection to that URL
     reports the build's progress."""
-    if not _MEMORY.match(maintenance_work_mem):
-        raise ValueError(
-            f"maintenance_work_mem must look like 512MB or 2GB, not {maintenance_work_mem!r}"
-        )
+    check_index_options(opclass, m, ef_construction, maintenance_work_mem)
     partition = partition_name(space_id)
     watcher = (
         asyncio.create_task(_report_progress(progress_url, partition)) if progress_url else None
@@ -78,8 +118,7 @@ async def create_hnsw_index(
 ) -> str:
     """Build (if missing) the HNSW index of a space's partition, with the session's settings;
     returns its name. build_index is the one to call after a bulk load (see the module's doc)."""
-    if opclass not in OPCLASSES:
-        raise ValueError(f"opclass must be one of {', '.join(OPCLASSES)}, not {opclass!r}")
+    check_index_options(opclass, m, ef_construction)
     dimension = await _dimension(conn, space_id)
     if dimension > MAX_HNSW_DIMENSION:
         raise ValueError(

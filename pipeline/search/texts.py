@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
-from pipeline.db.spaces import register_space
+from pipeline.db.spaces import load_space, register_space
 from pipeline.embedding.backends import EmbeddingBackend
 
 
 async def save_text_queries(conn, backend: EmbeddingBackend, texts: list[str]) -> list[str]:
     """Save texts (if given) in the backend's space and embed every pending one; returns those
-    embedded. It writes (the space too, on first use): the owner's `imgvec text-embed` runs it,
-    never a search."""
-    space_id = await register_space(conn, backend.space)
+    embedded. It writes (the space too, when given texts for it): the owner's `imgvec text-embed`
+    runs it, never a search."""
+    if texts:
+        space_id = await register_space(conn, backend.space)
+    else:
+        # Nothing to save: a space not registered yet has no pending texts, and registering it
+        # would list an empty space (and make it the default if it were the first).
+        found = await load_space(conn, backend.space.name)
+        if found is None:
+            return []
+        space_id = found[0]
     await conn.executemany(
         "INSERT INTO text_embeddings (text, space_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         [(text, space_id) for text in texts],
