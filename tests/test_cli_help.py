@@ -44,3 +44,23 @@ def test_an_unknown_backend_is_a_usage_error_with_a_close_match():
     result = run_imgvec("embed", "--backend", "clpi", check=False)
     assert result.returncode == 2, result.stderr
     assert "unknown backend 'clpi'" in result.stderr and "did you mean 'clip'?" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("--help",), ("models",)])
+def test_a_reader_gone_is_exit_141_and_silent(args):
+    """`imgvec models | head -1`: the reader closes the pipe. A silent exit 1 read as "failed"
+    under `set -o pipefail`; a Unix tool ends as killed by SIGPIPE: 141 (128 + 13)."""
+    import os
+    import subprocess
+
+    from tests.conftest import IMGVEC
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first write: every write is a broken pipe
+    try:
+        result = subprocess.run(
+            [*IMGVEC, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == "", result.stderr

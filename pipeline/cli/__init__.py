@@ -3,7 +3,7 @@
 Exit codes: 0 done; 1 the stage failed (message says why and what to do); 2 bad usage;
 3 finished with failures (some objects recorded in the failures table), or for `db status`:
 the embedded server is not running; 75 (EX_TEMPFAIL) a service was down or out of quota: rerun
-later, the rerun resumes.
+later, the rerun resumes; 141 the reader of its output went away (`| head`), as for any Unix tool.
 """
 
 from __future__ import annotations
@@ -108,8 +108,16 @@ plain_help(app)  # last: it rewrites the help of every command registered above
 
 def main() -> None:
     interrupt.install()  # Ctrl-C / SIGTERM: stop cleanly, exit 130 / 143 (pipeline/interrupt.py)
+    output = _output_device()
     try:
         app()
+    except SystemExit as done:
+        # click and rich end a write to a closed pipe (`imgvec models | head -1`) with a silent
+        # exit 1, which README's table calls a failure: exit as a Unix tool killed by SIGPIPE.
+        if done.code == 1 and isinstance(done.__context__, BrokenPipeError):
+            if _reader_gone() or _output_device() != output:
+                os._exit(EXIT_PIPE)
+        raise
     except interrupt.Interrupted as err:
         print(f"imgvec: {err}", file=sys.stderr)
         print(f"imgvec: hint: {err.hint}", file=sys.stderr, flush=True)
@@ -149,6 +157,27 @@ def main() -> None:
             "rerun with IMGVEC_DEBUG=1 for the traceback, and report it",
             EXIT_FAILED,
         )
+
+
+EXIT_PIPE = 141  # 128 + SIGPIPE
+
+
+def _reader_gone() -> bool:
+    """Whether stdout (fd 1) is a pipe whose reading end was closed: poll reports an error."""
+    import select
+
+    poller = select.poll()
+    poller.register(1, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _output_device() -> tuple[int, int] | None:
+    """What fd 1 is: rich, on a broken pipe, points it at /dev/null before it exits."""
+    try:
+        found = os.fstat(1)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 # A module of an extra missing from a plain install: (its import name) -> (what, the extra).
