@@ -5,6 +5,7 @@ database, real (emulated) stores."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from PIL import Image
@@ -124,3 +125,51 @@ async def test_a_missing_locator_is_skipped_with_its_reason_and_the_rest_listed(
     finally:
         await conn.close()
     assert [r["locator"] for r in in_db] == sorted(frame.loc[frame["status"] == "new", "locator"])
+
+
+def test_objects_another_source_holds_are_not_moved_without_take_over(tmp_path, fresh_url):
+    """`list ./A/cat` after `list ./A` moved A's cats into a new source, renamed and with their
+    attributes wiped, and the next `list ./A` moved them back: now said and refused (exit 2,
+    nothing changed) unless --take-over."""
+    from tests.images import encode, photo, write_images
+
+    write_images(tmp_path / "A" / "cat", {f"c{i}.png": encode(photo(i), "PNG") for i in range(3)})
+    write_images(tmp_path / "A" / "dog", {"d.png": encode(photo(9), "PNG")})
+    env = {"DATABASE_URL": fresh_url}
+    work = ["--work-dir", str(tmp_path / "work")]
+    run_imgvec("list", str(tmp_path / "A"), *work, "--attribute-from-path", "class={0}", env=env)
+
+    refused = run_imgvec("list", str(tmp_path / "A" / "cat"), *work, env=env, check=False)
+    root = (tmp_path / "A").as_uri() + "/"
+    assert refused.returncode == 2, refused.stderr
+    assert f"3 of the objects listed here already belong to the listed source {root}" in (
+        refused.stderr
+    )
+    assert "--take-over" in refused.stderr and "Traceback" not in refused.stderr
+
+    rows = asyncio.run(_objects(fresh_url))
+    assert rows == [
+        ("cat/c0.png", root, '{"class": "cat"}'),
+        ("cat/c1.png", root, '{"class": "cat"}'),
+        ("cat/c2.png", root, '{"class": "cat"}'),
+        ("dog/d.png", root, '{"class": "dog"}'),
+    ]
+
+    moved = run_imgvec("list", str(tmp_path / "A" / "cat"), *work, "--take-over", env=env)
+    assert "3 unchanged" in moved.stdout
+    cats = root + "cat/"
+    assert [r[:2] for r in asyncio.run(_objects(fresh_url))][:3] == [
+        ("c0.png", cats), ("c1.png", cats), ("c2.png", cats),
+    ]  # fmt: skip
+
+
+async def _objects(url: str) -> list[tuple[str, str, str]]:
+    conn = await connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT o.name, s.root, o.attributes::text FROM objects o JOIN sources s "
+            "USING (source_id) WHERE o.deleted_at IS NULL ORDER BY s.root DESC, o.name"
+        )
+    finally:
+        await conn.close()
+    return [tuple(r) for r in rows]

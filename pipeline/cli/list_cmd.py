@@ -16,6 +16,7 @@ from pipeline.cli.options import (
     MaxSize,
     PageSize,
     Source,
+    TakeOver,
 )
 
 
@@ -32,6 +33,7 @@ def list_command(
     attributes: AttributesFile = None,
     attributes_key: AttributesKey = None,
     attribute_from_path: AttributeFromPath = None,
+    take_over: TakeOver = False,
 ) -> None:
     """List a source's images, noting what is new, changed or deleted since the last run.
 
@@ -49,6 +51,7 @@ def list_command(
         attributes,
         attributes_key,
         attribute_from_path,
+        take_over,
     )
     settings = ctx.obj
     result = asyncio.run(
@@ -69,6 +72,7 @@ def listing_options(
     attributes,
     attributes_key,
     attribute_from_path,
+    take_over=False,
 ) -> dict:
     """`list_source`'s keyword arguments for the list options (of `list` and `run`). The sidecar
     table is read here: a wrong one fails before anything is listed."""
@@ -86,4 +90,5 @@ def listing_options(
         "attributes": ObjectAttributes.build(attributes, attributes_key, attribute_from_path or ()),
         "page_size": page_size,
         "batch_size": db_batch_size,
+        "take_over": take_over,
     }

@@ -86,3 +86,14 @@ def shard_of_task(option: str | None) -> Shard | None:
     except ValueError as err:
         raise UsageError(str(err), hint="pass --shard I/N (task I of N, 0-based)") from None
     return shard if shard is not None and shard.count > 1 else None
+
+
+TakeOver = Annotated[
+    bool,
+    typer.Option(
+        "--take-over",
+        help="Move here objects another listed source holds (a folder inside a listed one, a "
+        "list naming its files): new names, this listing's attributes. Without it, such a "
+        "listing stops and names the source that holds them.",
+    ),
+]

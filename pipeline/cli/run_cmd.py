@@ -27,6 +27,7 @@ from pipeline.cli.options import (
     RetryFailed,
     ShardOption,
     Source,
+    TakeOver,
     shard_of_task,
 )
 from pipeline.core.shards import run_id_from_environment
@@ -59,6 +60,7 @@ def run_command(
     attributes: AttributesFile = None,
     attributes_key: AttributesKey = None,
     attribute_from_path: AttributeFromPath = None,
+    take_over: TakeOver = False,
     force: Force = False,
     retry_failed: RetryFailed = False,
     part_size: PartSize = 256,
@@ -102,6 +104,7 @@ def run_command(
                 attributes,
                 attributes_key,
                 attribute_from_path,
+                take_over,
             ),
             embed_options={
                 "force": force,

@@ -71,6 +71,7 @@ async def list_source(
     source: Source | None = None,
     run_id: str | None = None,
     shard: Shard | None = None,
+    take_over: bool = False,
 ) -> ListingResult:
     settings = settings or Settings()
     object_filter = object_filter or ObjectFilter()
@@ -100,7 +101,11 @@ async def list_source(
                 # (its row would show in every "listed sources" hint, and could become the default).
                 source_id = await register_source(conn, source)
                 store = ObjectStore(
-                    conn, listed_at, source_id, names_may_clash=source.names_may_clash
+                    conn,
+                    listed_at,
+                    source_id,
+                    names_may_clash=source.names_may_clash,
+                    take_over=take_over,
                 )
                 for batch in batched(map(attributes.label, source.list()), batch_size):
                     await _record_batch(batch, object_filter, store, manifest, counts)

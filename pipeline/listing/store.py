@@ -9,6 +9,7 @@ import json
 import asyncpg
 
 from pipeline.core.objects import OBJECT_COLUMNS, ObjectInfo
+from pipeline.errors import UsageError
 
 _STAGING = "listing_batch"
 
@@ -57,13 +58,29 @@ RETURNING {_COLUMNS}
 """
 
 
+# Objects of this batch that another source holds (live): each object belongs to one source.
+_HELD_ELSEWHERE_SQL = f"""
+SELECT s.root, count(*) AS objects, min(o.locator) AS locator
+FROM {_STAGING} b JOIN objects o ON o.locator = b.locator JOIN sources s USING (source_id)
+WHERE o.source_id <> $1 AND o.deleted_at IS NULL
+GROUP BY s.root ORDER BY count(*) DESC
+"""
+
+
 class ObjectStore:
     """Use inside one transaction: an interrupted listing then changes nothing at all."""
 
     def __init__(
-        self, conn: asyncpg.Connection, listed_at, source_id: int, *, names_may_clash: bool
+        self,
+        conn: asyncpg.Connection,
+        listed_at,
+        source_id: int,
+        *,
+        names_may_clash: bool,
+        take_over: bool = False,
     ) -> None:
         self.conn = conn
+        self.take_over = take_over
         self.listed_at = listed_at
         self.source_id = source_id
         self.names_may_clash = names_may_clash
@@ -87,6 +104,8 @@ class ObjectStore:
             records=[_record(o) for o in batch],
             columns=OBJECT_COLUMNS,
         )
+        if not self.take_over:
+            await self._refuse_objects_held_elsewhere()
         if self.names_may_clash:
             self.renamed = dict(await self.conn.fetch(_RENAME_CLASHES_SQL, self.source_id))
         rows = await self.conn.fetch(_STATUS_SQL)
@@ -95,6 +114,25 @@ class ObjectStore:
         }
         await self.conn.execute(_UPSERT_SQL, self.listed_at, self.source_id)
         return {r["locator"]: r["status"] for r in rows}
+
+    async def _refuse_objects_held_elsewhere(self) -> None:
+        """An object belongs to one source: listing one another source holds (a folder inside a
+        listed one, a list naming its files) would move it here, renamed, with this listing's
+        attributes, and that source's next listing would move it back. Said, not done, unless
+        `take_over`: the listing's transaction is rolled back, so nothing has changed."""
+        held = await self.conn.fetch(_HELD_ELSEWHERE_SQL, self.source_id)
+        if not held:
+            return
+        root, count, example = held[0]["root"], held[0]["objects"], held[0]["locator"]
+        others = f" (and {len(held) - 1} other source(s))" if len(held) > 1 else ""
+        raise UsageError(
+            f"{count} of the objects listed here already belong to the listed source {root}"
+            f"{others}, e.g. {example}: an object belongs to one source, and listing it here "
+            "would move it, with a new name and this listing's attributes",
+            hint=f"search them in their source (--source {root}, with --prefix for a folder of "
+            "it), or pass --take-over to move them here (that source's own listing then stops "
+            "on them in turn)",
+        )
 
     async def mark_deleted(self, root: str) -> list[ObjectInfo]:
         """Objects below the listed root this listing did not see: marked deleted (their vectors
