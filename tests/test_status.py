@@ -137,3 +137,98 @@ def test_vertex_runs_are_watched_without_google_credentials(fresh_url, tmp_path)
         "--dimension", "333", env={"DATABASE_URL": fresh_url}, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "--dimension: must be one of" in bad.stderr
+
+
+# Not the run's id: the engines' variables, so a test that leaves out --run-id means it.
+RUN_ID_VARIABLES = (
+    "IMGVEC_RUN_ID",
+    "CLOUD_RUN_EXECUTION",
+    "SLURM_ARRAY_JOB_ID",
+    "AWS_BATCH_JOB_ID",
+)
+DEFAULT_SPACE = "clip/ViT-B-32/laion2b_s34b_b79k/512"
+RANDOM_SPACE = "clip/ViT-B-32/none-seed0/512"
+
+
+def run_tasks(images: Path, work: Path, url: str, run_id: str) -> None:
+    """A run of two tasks (`--shard I/2`: 1 task is no sharded run), with random weights: not
+    the default space."""
+    from tests.conftest import IMGVEC
+    from tests.shard_tasks import CLIP
+
+    tasks = [
+        subprocess.Popen(
+            [*IMGVEC, "run", str(images), "--work-dir", str(work), "--shard", f"{i}/2",
+             "--run-id", run_id, *CLIP],
+            env=_without_run_id() | {"DATABASE_URL": url},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    for process in tasks:
+        finish(process)
+
+
+def bare_status(work: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    """`imgvec status` as a new user types it: no run id anywhere, no backend flag."""
+    from tests.conftest import IMGVEC
+
+    return subprocess.run(
+        [*IMGVEC, "status", "--work-dir", str(work), *args],
+        env=_without_run_id() | {"DATABASE_URL": url},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _without_run_id() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in RUN_ID_VARIABLES}
+
+
+def test_no_run_id_shows_the_newest_run_in_the_space_holding_its_parts(images, fresh_url, tmp_path):
+    work = tmp_path / "work"
+    missing = bare_status(work, fresh_url)
+    assert missing.returncode == 2, missing.stderr
+    assert f"no sharded run in {work}" in missing.stderr and "--run-id" in missing.stderr
+
+    run_tasks(images, work, fresh_url, "older-run")
+    run_tasks(images, work, fresh_url, "newer-run")  # (its contents: in the older run's parts)
+    result = bare_status(work, fresh_url)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first == (
+        f"run newer-run (the newest in {work}; --run-id to choose), space {RANDOM_SPACE} "
+        "(the only space with this run's parts; --pretrained none selects it)"
+    ), result.stdout
+    assert "shard 1/2: done, " in result.stdout and "0 remaining" in result.stdout
+
+    report = json.loads(bare_status(work, fresh_url, "--json").stdout)
+    assert report["run_id"] == "newer-run" and report["newest_run"]
+    assert report["space"] == RANDOM_SPACE and report["space_from_parts"]
+    assert report["other_spaces"] == [] and report["all_done"]
+    assert {r["stage"] for r in report["runs"]} >= {"list", "embed"}  # the newer run's rows
+    chosen = json.loads(bare_status(work, fresh_url, "--json", "--run-id", "older-run").stdout)
+    assert chosen["run_id"] == "older-run" and not chosen["newest_run"]
+
+
+def test_flags_of_a_space_without_the_runs_parts_name_the_space_with_them(
+    images, fresh_url, tmp_path
+):
+    work = tmp_path / "work"
+    run_tasks(images, work, fresh_url, "t1")
+    args = ("--run-id", "t1", "--pretrained", "laion2b_s34b_b79k")  # the default, said aloud
+    text = bare_status(work, fresh_url, *args).stdout
+    lines = text.splitlines()
+    assert lines[0] == f"run t1 in {work}, space {DEFAULT_SPACE}", text
+    assert lines[1] == (
+        f"no part of this run in this space; spaces with its parts: {RANDOM_SPACE} "
+        "(--pretrained none)"
+    ), text
+    report = json.loads(bare_status(work, fresh_url, "--json", *args).stdout)
+    assert report["space"] == DEFAULT_SPACE and not report["space_from_parts"]
+    assert report["other_spaces"] == [{"space": RANDOM_SPACE, "options": "--pretrained none"}]
+    same = json.loads(
+        bare_status(work, fresh_url, "--json", "--run-id", "t1", "--pretrained", "none").stdout
+    )
+    assert same["space"] == RANDOM_SPACE and same["other_spaces"] == []

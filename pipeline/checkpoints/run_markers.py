@@ -33,6 +33,22 @@ def listed_manifest(work: WorkDir, run_id: str) -> str | None:
         return f"manifests/{fh.read().strip()}"
 
 
+def newest_run(work: WorkDir) -> str | None:
+    """The newest run in the work dir (as its slug, which is its id unless the id had unsafe
+    characters), None: no run has published its listing. Newest by its listing time: a run's
+    listed manifest is `manifests/manifest-<UTC time>-<slug>.csv` (`manifest.manifest_path`), so
+    one listing of `manifests/` dates every run (the work dir gives no modification times, and
+    reading each run's marker would cost a read per run on gs://)."""
+    listed = {path.split("/")[1] for path in work.sizes_below(FOLDER) if path.endswith("/listed")}
+    runs = (_RUN_MANIFEST.search(path) for path in work.list("manifests"))
+    dated = sorted((m.group(1), m.group(2)) for m in runs if m and m.group(2) in listed)
+    return dated[-1][1] if dated else None
+
+
+# (the time first, as `manifest_path` writes it: a slug may hold dashes)
+_RUN_MANIFEST = re.compile(r"/manifest-(\d{8}T\d{12}Z)-(.+)\.csv$")
+
+
 def publish_shard_done(work: WorkDir, run_id: str, shard: Shard) -> None:
     _publish_text(work, _done_marker(run_id, shard), str(shard))
 

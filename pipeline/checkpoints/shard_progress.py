@@ -22,10 +22,17 @@ from dataclasses import dataclass, field
 
 from pipeline.checkpoints.failures import has_failures, read_failures
 from pipeline.checkpoints.manifest import iter_entries
-from pipeline.checkpoints.parts import is_part, part_keys, shard_of_part
+from pipeline.checkpoints.parts import (
+    is_part,
+    part_keys,
+    read_space,
+    shard_of_part,
+    space_folders,
+)
 from pipeline.checkpoints.run_markers import listed_manifest, marked_shard_counts, shards_done
 from pipeline.core.objects import content_key
 from pipeline.core.shards import shard_of
+from pipeline.core.space import EmbeddingSpace
 from pipeline.errors import UsageError
 from pipeline.workdir import WorkDir
 
@@ -145,3 +152,18 @@ def shard_count(work: WorkDir, run_id: str, folder: str) -> int:
             hint="pass --shards N, the run's task count",
         )
     return counts.pop()
+
+
+def spaces_with_run_parts(
+    work: WorkDir, run_id: str, count: int | None
+) -> dict[str, EmbeddingSpace]:
+    """The space folders under `embeddings/` holding shard parts of the run (by their task count
+    N, as `run_progress` counts them: parts carry no run id), each with its space. N unknown
+    (`count` None and no done-marker): shard parts of any N."""
+    counts = {count} if count else marked_shard_counts(work, run_id)
+    found = {}
+    for folder, files in space_folders(work.sizes_below("embeddings")).items():
+        shards = (shard_of_part(path) for path in files)
+        if any(s is not None and (not counts or s.count in counts) for s in shards):
+            found[folder] = read_space(work, folder)
+    return found

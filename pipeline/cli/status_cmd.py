@@ -22,7 +22,7 @@ def status_command(
         str | None,
         typer.Option(
             help="The sharded run's id (as given to `imgvec run --run-id`). Default: "
-            "$IMGVEC_RUN_ID, else the engine's.",
+            "$IMGVEC_RUN_ID, else the engine's, else the work dir's newest run.",
         ),
     ] = None,
     work_dir: Annotated[
@@ -42,29 +42,44 @@ def status_command(
 
     Per shard: the contents it has embedded out of those it has to (its manifest rows, less what
     other parts already hold), its failures and whether it is done; then the run's rows of the
-    runs table. The backend flags select the space, as for embed.
+    runs table. The backend flags select the space, as for embed; given none, the space is the
+    only one holding the run's parts, if one does (else the default), and spaces holding them
+    are named when the chosen one does not.
 
     Example: imgvec status --run-id nightly-7 --backend clip --work-dir gs://bucket/work
     """
-    from pipeline.checkpoints.shard_progress import run_progress
+    from pipeline.checkpoints.shard_progress import run_progress, spaces_with_run_parts
     from pipeline.checkpoints.space_file import space_folder
     from pipeline.run_history import run_rows
+    from pipeline.search.empty import options_for
     from pipeline.workdir import WorkDir
 
     settings = ctx.obj
-    run_id = run_id or run_id_from_environment(os.environ)
-    if not run_id:
-        raise UsageError(
-            "status needs the run's id", hint="pass --run-id ID (as given to `imgvec run`)"
-        )
     work = WorkDir(work_dir or settings.work_dir)
+    run_id = run_id or run_id_from_environment(os.environ)
+    newest = not run_id
+    if not run_id:
+        run_id = _newest_run(work)
     space = space_from_context(ctx)
+    # Parts carry no run id, but their task count and folder tell which spaces the run embedded
+    # into: a run made with other backend flags must not look like it embedded nothing.
+    with_parts = spaces_with_run_parts(work, run_id, shards)
+    picked = False
+    if space_folder(space) not in with_parts and len(with_parts) == 1 and not _flags_given(ctx):
+        (space,) = with_parts.values()
+        picked = True
     progress = run_progress(work, run_id, space_folder(space), shards)
     rows = asyncio.run(run_rows(settings, run_id, space.name))
+    others = [] if space_folder(space) in with_parts else list(with_parts.values())
     report = {
         "run_id": run_id,
+        "newest_run": newest,  # no run id given: the work dir's newest run
         "work_dir": work.spec,
         "space": space.name,
+        "space_from_parts": picked,  # no backend flag given: the one space with the run's parts
+        "space_options": options_for(space),
+        # The chosen space has no part of the run's shards, these spaces have.
+        "other_spaces": [{"space": o.name, "options": options_for(o)} for o in others],
         "listing": "found" if progress.manifest else "waiting",
         "manifest": progress.manifest,
         "shards": [shard.as_dict() for shard in progress.shards],
@@ -77,8 +92,43 @@ def status_command(
         _print(report)
 
 
+def _newest_run(work) -> str:
+    from pipeline.checkpoints.run_markers import newest_run
+
+    if run_id := newest_run(work):
+        return run_id
+    raise UsageError(
+        f"no sharded run in {work.spec} (no run has published its listing there)",
+        hint="pass --run-id ID (as given to `imgvec run`) and --work-dir, the run's work dir",
+    )
+
+
+def _flags_given(ctx: typer.Context) -> bool:
+    """Whether the command line gave any backend flag (`--backend` too): those are the command's
+    flags that the function does not take (`backend_options` keeps them in ctx.meta)."""
+    return any(
+        not param.expose_value
+        and (source := ctx.get_parameter_source(param.name or "")) is not None
+        and source.name not in ("DEFAULT", "DEFAULT_MAP")
+        for param in ctx.command.params
+    )
+
+
 def _print(report: dict) -> None:
-    typer.echo(f"run {report['run_id']} in {report['work_dir']}, space {report['space']}")
+    run = f"run {report['run_id']}" + (
+        f" (the newest in {report['work_dir']}; --run-id to choose)"
+        if report["newest_run"]
+        else f" in {report['work_dir']}"
+    )
+    space = f"space {report['space']}" + (
+        f" (the only space with this run's parts; {report['space_options']} selects it)"
+        if report["space_from_parts"]
+        else ""
+    )
+    typer.echo(f"{run}, {space}")
+    if report["other_spaces"]:
+        found = "; ".join(f"{o['space']} ({o['options']})" for o in report["other_spaces"])
+        typer.echo(f"no part of this run in this space; spaces with its parts: {found}")
     if report["manifest"] is None:
         typer.echo("listing: waiting (task 0 has not published its listing yet)")
     else:
