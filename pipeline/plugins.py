@@ -77,8 +77,10 @@ def backend_names() -> list[str]:
 
 
 def backend_class(name: str) -> type[EmbeddingBackend]:
-    """The backend class of that name, or a usage error naming the installed ones."""
+    """The backend class of that name (any case: `CLIP` is clip), or a usage error naming the
+    installed ones."""
     registry = _registry(BACKENDS_GROUP)
+    name = _known_name(name, registry)
     if name not in registry:
         raise UsageError(
             f"unknown backend {name!r}; installed: {', '.join(registry)}",
@@ -108,6 +110,7 @@ def backend_for_space(space: EmbeddingSpace) -> EmbeddingBackend:
 
 def source_class(scheme: str) -> type[Source]:
     registry = _registry(SOURCES_GROUP)
+    scheme = _known_name(scheme, registry)
     if scheme not in registry:
         raise ConfigError(
             f"no source reads {scheme}:// locators; installed sources: {', '.join(registry)}",
@@ -140,6 +143,18 @@ def reads_locator(locator: str) -> bool:
     return urlsplit(locator).scheme in _registry(SOURCES_GROUP)
 
 
+def _known_name(name: str, known: dict[str, str]) -> str:
+    """The registered name `name` stands for: itself, else the one name equal to it but for case
+    (`--backend CLIP`: names are lower case, a user's shift key is not; URI schemes are
+    case-insensitive too). An exact match wins, so a plug-in may still register `Clip`."""
+    if name in known:
+        return name
+    same = [k for k in known if k.casefold() == name.casefold()]
+    return same[0] if len(same) == 1 else name
+
+
 def _did_you_mean(name: str, known: dict[str, str]) -> str | None:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
+    # (compared in lower case: `CLIPP` is as close to clip as `clipp` is)
+    by_folded = {k.casefold(): k for k in known}
+    close = difflib.get_close_matches(name.casefold(), list(by_folded), n=1, cutoff=0.6)
+    return f"did you mean {by_folded[close[0]]!r}?" if close else None

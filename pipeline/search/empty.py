@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import json
 
 from pipeline.core.space import EmbeddingSpace
-from pipeline.core.where import LISTED_FIELDS, parse_where
+from pipeline.core.where import LISTED_FIELDS, Condition, Value, parse_where
 from pipeline.errors import ConfigError
 from pipeline.plugins import backend_class
 from pipeline.search.filters import Filters
@@ -40,7 +41,8 @@ async def unmatched_filters(
     conn, space: EmbeddingSpace, space_id: int | None, filters: Filters
 ) -> str:
     """Why no image matches the filters, with what was likely meant: an attribute no image in the
-    space has (and the close names), or a value starting with '=' (`class==cat`)."""
+    space has (and the close names), a value no image has (`class=cta`, and the close values), a
+    value starting with '=' (`class==cat`), a content type without a slash (`png`)."""
     why = f"no image in space {space.name} matches {filters.describe()}"
     conditions = [parse_where(expression) for expression in filters.where]
     notes = [
@@ -68,7 +70,62 @@ async def unmatched_filters(
             )
         if notes and known:
             notes.append(f"its attributes: {', '.join(known[:20])}")
+        for c in conditions:  # (a value '=cat' is noted above already)
+            if c.operator == "=" and not c.is_listed_field and c.field in known:
+                if not c.value.text.startswith("="):
+                    notes.extend(await _unmatched_value(conn, space_id, c.field, c.value))
+    notes.extend(_slashless_content_types(filters, conditions))
     return "; ".join([why, *notes])
+
+
+#: the images read, and the values kept, to name the close values of an attribute: a bound on
+#: what an empty answer costs however big the space (a value past them is just not suggested)
+VALUES_READ = 100_000
+VALUES_KEPT = 1_000
+
+
+async def _unmatched_value(conn, space_id: int, field: str, value: Value) -> list[str]:
+    """`class=cta`: no image has that value (exactly: the filter's own index condition), and the
+    values close to it among those read (one round trip, capped)."""
+    documents = [json.dumps({field: v}) for v in (value.text, value.json_scalar) if v is not None]
+    row = await conn.fetchrow(
+        """
+        SELECT EXISTS (SELECT FROM embeddings e JOIN objects o ON o.object_id = e.object_id
+                       WHERE e.space_id = $1 AND o.deleted_at IS NULL
+                         AND o.attributes @> ANY($3::jsonb[])) AS present,
+               ARRAY(SELECT DISTINCT value FROM (
+                   SELECT o.attributes ->> $2::text AS value
+                   FROM embeddings e JOIN objects o ON o.object_id = e.object_id
+                   WHERE e.space_id = $1 AND o.deleted_at IS NULL AND o.attributes ? $2::text
+                   LIMIT $4) read WHERE value IS NOT NULL LIMIT $5) AS values
+        """,
+        space_id,
+        field,
+        documents,
+        VALUES_READ,
+        VALUES_KEPT,
+    )
+    if row["present"]:
+        return []  # the value is there: another filter left nothing
+    close = difflib.get_close_matches(value.text, row["values"], n=3, cutoff=0.6)
+    return [
+        f"no image there has {field} = {value.text!r}"
+        + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+    ]
+
+
+def _slashless_content_types(filters: Filters, conditions: list[Condition]) -> list[str]:
+    """`--content-type png`: a content type is a MIME type, never an extension."""
+    given = [filters.content_type] if filters.content_type else []
+    given += [
+        v.text
+        for c in conditions
+        if c.field == "content_type" and c.operator in ("=", "in")
+        for v in c.values
+    ]
+    if any("/" not in g for g in given):
+        return ["content types are written image/png (or image/*)"]
+    return []
 
 
 async def _spaces_with_vectors(conn) -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 
 from pipeline.search import search
 from pipeline.service.problems import Problem
@@ -25,7 +25,46 @@ MinScore = Annotated[
 Repeated = Annotated[list[str] | None, Query()]
 
 
-@router.get("/search")
+async def known_parameters(request: Request) -> None:
+    """A parameter the endpoint does not take is refused, never ignored: `txt=red` would
+    otherwise answer a search for something else. The names taken are the endpoint's own
+    parameters (its dependencies take none)."""
+    import difflib
+
+    route = request.scope["route"].dependant
+    taken = [p.alias for p in route.query_params]
+    form = [p.alias for p in route.body_params]
+    given = [(name, "parameter", taken) for name in request.query_params]
+    if form and _is_multipart(request):  # (the form is parsed already: this reads a cache)
+        given += [(name, "form field", form) for name in (await request.form())]
+    for name, kind, names in given:
+        if name in names:
+            continue
+        if name in form:  # (POST's fields in the URL)
+            raise Problem(400, f"{name!r} is a form field here: send it in the multipart form")
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        listed = f"; {kind}s: {', '.join(names)}" if names else ""
+        raise Problem(400, f"unknown {kind} {name!r}{hint}{listed}")
+
+
+async def multipart_only(request: Request) -> None:
+    """POST /api/search takes an upload; a JSON body would otherwise be answered "file: required"."""
+    if not _is_multipart(request):
+        raise Problem(
+            415,
+            "POST /api/search takes an image as multipart form field 'file' (curl -F "
+            "file=@query.jpg); send a query without an image as parameters: "
+            "GET /api/search?text=...",
+            headers={"Accept": "multipart/form-data"},  # (RFC 9110: what would have been taken)
+        )
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+@router.get("/search", dependencies=[Depends(known_parameters)])
 async def search_images(
     state: State,
     text: str | None = None,
@@ -72,7 +111,7 @@ async def search_images(
     return answer(chosen.name, query | filters, matches)
 
 
-@router.post("/search")
+@router.post("/search", dependencies=[Depends(multipart_only), Depends(known_parameters)])
 async def search_by_upload(
     state: State,
     file: Annotated[UploadFile, File(description="An image to search by.")],
