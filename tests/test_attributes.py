@@ -194,3 +194,19 @@ def test_a_manifest_without_attributes_still_reads(tmp_path):
     frame = read_manifest(tmp_path / "manifests" / "m.csv")
     assert frame["attributes"].tolist() == [""]
     assert list(frame.columns).index("attributes") == list(frame.columns).index("updated_at") + 1
+
+
+def test_a_path_rule_that_labels_nothing_says_so(tmp_path, fresh_url):
+    """`class={5}` over names of one folder gives no image the attribute (and a relisting clears
+    the ones `class={0}` gave): said on stderr, as unmatched sidecar keys are."""
+    images = tmp_path / "images"
+    write_tree(images, ["cat/a.png", "dog/b.png", "c.png"])
+    args = ["list", str(images), "--work-dir", str(tmp_path / "work")]
+    env = {"DATABASE_URL": fresh_url}
+    good = run_imgvec(*args, "--attribute-from-path", "class={0}", env=env)
+    assert "gave no listed object" not in good.stderr
+    wrong = run_imgvec(*args, "--attribute-from-path", "class={5}", env=env)
+    assert (
+        "note: --attribute-from-path 'class={5}' gave no listed object a value: the names have "
+        "at most 1 folder(s), counted from {0}" in wrong.stderr
+    ), wrong.stderr

@@ -36,6 +36,8 @@ class ListingResult:
     counts: Counter = field(default_factory=Counter)
     #: the sidecar's keys that matched no listed object
     unmatched_attributes: list[str] = field(default_factory=list)
+    #: a note naming the --attribute-from-path rules that gave no object a value, if any
+    unused_path_note: str | None = None
 
     def summary(self) -> str:
         c = self.counts
@@ -48,15 +50,18 @@ class ListingResult:
         )
 
     def unmatched_note(self) -> str | None:
-        """One line naming (up to 5 of) the sidecar's keys no listed object has, if any."""
+        """A line naming (up to 5 of) the sidecar's keys no listed object has, and one naming the
+        path rules that gave no object a value, if any."""
         keys = self.unmatched_attributes
-        if not keys:
-            return None
-        more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
-        return (
-            f"note: {len(keys)} key(s) of --attributes match no listed object's name or locator: "
-            f"{', '.join(repr(k) for k in keys[:5])}{more}"
-        )
+        notes = [self.unused_path_note] if self.unused_path_note else []
+        if keys:
+            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+            notes.insert(
+                0,
+                f"note: {len(keys)} key(s) of --attributes match no listed object's name or "
+                f"locator: {', '.join(repr(k) for k in keys[:5])}{more}",
+            )
+        return "\n".join(notes) or None
 
 
 async def list_source(
@@ -123,7 +128,8 @@ async def list_source(
             raise
         finally:
             progress.close()
-    return ListingResult(run.run_id, published, counts, unmatched)
+    unused = attributes.unused_path_note() if counts["listed"] else None
+    return ListingResult(run.run_id, published, counts, unmatched, unused)
 
 
 async def _record_batch(batch, object_filter, store, manifest, counts) -> None:

@@ -57,6 +57,8 @@ class ObjectAttributes:
     from_path: tuple[PathAttribute, ...] = ()
     sidecar: dict[str, dict[str, Any]] = field(default_factory=dict)
     _matched: set[str] = field(default_factory=set, init=False)
+    _used: set[PathAttribute] = field(default_factory=set, init=False)  # gave some object a value
+    _deepest: int = field(default=0, init=False)  # the most folders a labelled name had
 
     @classmethod
     def build(
@@ -72,9 +74,11 @@ class ObjectAttributes:
         if not self.from_path and not self.sidecar:
             return obj
         merged = dict(obj.attributes or {})
+        self._deepest = max(self._deepest, obj.name.count("/"))
         for attribute in self.from_path:
             if (value := attribute.value(obj.name)) is not None:
                 merged[attribute.name] = value
+                self._used.add(attribute)
         for key in (obj.name, obj.locator):
             if key in self.sidecar:
                 self._matched.add(key)
@@ -85,6 +89,18 @@ class ObjectAttributes:
     def unmatched(self) -> list[str]:
         """The sidecar's keys that matched no object labelled so far, sorted."""
         return sorted(self.sidecar.keys() - self._matched)
+
+    def unused_path_note(self) -> str | None:
+        """One line naming the --attribute-from-path rules that gave no object labelled so far a
+        value (`class={5}` over names of one folder: every image's attribute cleared, silently)."""
+        unused = [a for a in self.from_path if a not in self._used]
+        if not unused:
+            return None
+        rules = ", ".join(f"'{a.name}={a.template}'" for a in unused)
+        return (
+            f"note: --attribute-from-path {rules} gave no listed object a value: the names have "
+            f"at most {self._deepest} folder(s), counted from {{0}}"
+        )
 
 
 def read_sidecar(path: str, key_column: str | None) -> dict[str, dict[str, Any]]:
