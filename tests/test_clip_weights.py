@@ -149,3 +149,18 @@ def _imported(importtime: str) -> set[str]:
         for line in importtime.splitlines()
         if line.startswith("import time:") and "|" in line
     }
+
+
+@pytest.mark.parametrize("content", [b"hello\n", bytes(range(256)) * 8])
+def test_a_file_that_is_no_checkpoint_says_so(listed, tmp_path, content):
+    """torch's own words were a bare KeyError, or advice to load with weights_only=False (which
+    runs whatever code the file holds)."""
+    work, env = listed
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(content)
+    result = run_imgvec(
+        "embed", "--work-dir", work, "--pretrained", str(fake), env=env, check=False
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"from {fake}: not a checkpoint of it torch can read" in result.stderr
+    assert "weights_only" not in result.stderr and "Traceback" not in result.stderr

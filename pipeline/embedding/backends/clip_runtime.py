@@ -242,8 +242,15 @@ class EagerClip:
                     model, pretrained=weights, device=self.device, precision=precision
                 )
         except Exception as err:  # hub download failures come as many kinds
+            # A local file that is no checkpoint of the model: torch's message is a bare KeyError
+            # or advises weights_only=False, which runs whatever code the file holds.
+            if weights and os.path.isfile(weights) and not isinstance(err, OSError):
+                problem = f"{model} from {weights}: not a checkpoint of it torch can read"
+                problem += f" ({type(err).__name__})"
+            else:
+                problem = f"{model}/{weights or 'none'}: {first_line(err)}"
             raise ConfigError(
-                f"cannot load CLIP weights {model}/{weights or 'none'}: " + first_line(err),
+                f"cannot load CLIP weights {problem}",
                 hint="use " + clip_models.WAYS_ON,
             ) from None
         self.model.eval()
