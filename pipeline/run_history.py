@@ -16,7 +16,9 @@ RUN_COLUMNS = (
 _ROWS = f"""
 SELECT r.{", r.".join(RUN_COLUMNS)}, r.error FROM runs r
 LEFT JOIN embedding_spaces s ON s.space_id = r.space_id
-WHERE r.sharded_run = $1 AND (r.stage <> 'embed' OR s.name = $2)
+-- (or its work-dir slug, `run_markers.run_slug`: status finds the newest run by its folder)
+WHERE (r.sharded_run = $1 OR regexp_replace(r.sharded_run, '[^A-Za-z0-9._-]+', '_', 'g') = $1)
+  AND (r.stage <> 'embed' OR s.name = $2)
 ORDER BY r.started_at, r.run_id
 """
 

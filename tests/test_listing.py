@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.checkpoints.manifest import MANIFEST_COLUMNS, read_manifest
 from pipeline.db import connect
-from pipeline.errors import ImgvecError, UsageError
+from pipeline.errors import ImgvecError
 from pipeline.listing import list_source
 from pipeline.listing.filters import ObjectFilter
 from pipeline.settings import Settings
@@ -320,9 +320,11 @@ async def test_locator_file_plain_and_csv(tmp_path, settings, gcs, s3):
     )
     as_csv = tmp_path / "locators.csv"
     as_csv.write_text('label,locator\ncat,gs://gbucket/one.jpg\ndog,"s3://sbucket/two.png"\n')
-    # Another list naming the first one's objects: refused, unless it takes them over.
-    with pytest.raises(UsageError, match="2 of the objects listed here already belong to"):
-        await listing(str(as_csv), tmp_path, settings)
+    # Another list naming the first one's objects: left in it, unless it takes them over.
+    held = await listing(str(as_csv), tmp_path, settings)
+    assert held.counts["held_elsewhere"] == 2 and statuses(held) == {
+        "one.jpg": "skipped", "two.png": "skipped",
+    }  # fmt: skip
     again = await listing(str(as_csv), tmp_path, settings, take_over=True)
     assert statuses(again) == {"one.jpg": "unchanged", "two.png": "unchanged"}
     assert again.counts["deleted"] == 0  # a list of locators covers no prefix

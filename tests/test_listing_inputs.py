@@ -69,6 +69,12 @@ def test_an_image_a_binary_file_or_notes_are_usage_errors_not_crashes(tmp_path, 
         FORMS,
     ]
 
+    # A list whose every file is gone since is still a list: skipped rows, the nightly job goes on.
+    gone = tmp_path / "gone.txt"
+    gone.write_text("photos/a.jpg\nb.png\n")
+    listed = imgvec_list(gone, tmp_path, fresh_url)
+    assert listed.returncode == 0 and "2 skipped (2 missing)" in listed.stdout, listed.stderr
+
 
 async def test_a_failed_listing_registers_no_source(tmp_path, fresh_url):
     Image.new("RGB", (8, 8)).save(tmp_path / "query.jpg")
@@ -126,41 +132,56 @@ async def test_a_missing_locator_is_skipped_with_its_reason_and_the_rest_listed(
         await conn.close()
     assert [r["locator"] for r in in_db] == sorted(frame.loc[frame["status"] == "new", "locator"])
 
+    # A missing bucket is no missing object: it stops the listing, naming the bucket.
+    for typo in ["gs://gbucketz/one.jpg", "s3://sbuckett/two.png"]:
+        locators.write_text(f"gs://gbucket/one.jpg\n{typo}\n")
+        stopped = imgvec_list(locators, tmp_path, fresh_url)
+        bucket = typo.split("/")[2]
+        assert stopped.returncode == 1, stopped.stderr
+        assert f"bucket {bucket!r} does not exist" in stopped.stderr, stopped.stderr
 
-def test_objects_another_source_holds_are_not_moved_without_take_over(tmp_path, fresh_url):
+
+def test_objects_another_source_holds_are_left_there_without_take_over(tmp_path, fresh_url):
     """`list ./A/cat` after `list ./A` moved A's cats into a new source, renamed and with their
-    attributes wiped, and the next `list ./A` moved them back: now said and refused (exit 2,
-    nothing changed) unless --take-over."""
+    attributes wiped, and the next `list ./A` moved them back. Now they stay in A (skipped rows,
+    a note naming A and --take-over), A's next listing still has them and marks none deleted,
+    and --take-over moves them."""
     from tests.images import encode, photo, write_images
 
     write_images(tmp_path / "A" / "cat", {f"c{i}.png": encode(photo(i), "PNG") for i in range(3)})
     write_images(tmp_path / "A" / "dog", {"d.png": encode(photo(9), "PNG")})
     env = {"DATABASE_URL": fresh_url}
     work = ["--work-dir", str(tmp_path / "work")]
-    run_imgvec("list", str(tmp_path / "A"), *work, "--attribute-from-path", "class={0}", env=env)
-
-    refused = run_imgvec("list", str(tmp_path / "A" / "cat"), *work, env=env, check=False)
+    outer = [str(tmp_path / "A"), *work, "--attribute-from-path", "class={0}"]
+    run_imgvec("list", *outer, env=env)
     root = (tmp_path / "A").as_uri() + "/"
-    assert refused.returncode == 2, refused.stderr
-    assert f"3 of the objects listed here already belong to the listed source {root}" in (
-        refused.stderr
-    )
-    assert "--take-over" in refused.stderr and "Traceback" not in refused.stderr
-
-    rows = asyncio.run(_objects(fresh_url))
-    assert rows == [
+    in_a = [
         ("cat/c0.png", root, '{"class": "cat"}'),
         ("cat/c1.png", root, '{"class": "cat"}'),
         ("cat/c2.png", root, '{"class": "cat"}'),
         ("dog/d.png", root, '{"class": "dog"}'),
     ]
 
+    inner = run_imgvec("list", str(tmp_path / "A" / "cat"), *work, env=env)
+    assert "3 skipped" in inner.stdout, inner.stdout
+    assert f"3 listed object(s) belong to another listed source ({root})" in inner.stderr
+    assert "--take-over" in inner.stderr
+    assert asyncio.run(_objects(fresh_url)) == in_a
+    again = run_imgvec("list", *outer, env=env)  # the nightly listing of A: unchanged, no deletion
+    assert "4 unchanged" in again.stdout and "0 deleted" in again.stdout, again.stdout
+    assert asyncio.run(_objects(fresh_url)) == in_a
+
     moved = run_imgvec("list", str(tmp_path / "A" / "cat"), *work, "--take-over", env=env)
     assert "3 unchanged" in moved.stdout
     cats = root + "cat/"
-    assert [r[:2] for r in asyncio.run(_objects(fresh_url))][:3] == [
-        ("c0.png", cats), ("c1.png", cats), ("c2.png", cats),
+    assert [r[:2] for r in asyncio.run(_objects(fresh_url))] == [
+        ("c0.png", cats), ("c1.png", cats), ("c2.png", cats), ("dog/d.png", root),
     ]  # fmt: skip
+    # ... and A's next listing leaves them there (and marks none of them deleted).
+    last = run_imgvec("list", *outer, env=env)
+    assert (
+        "1 unchanged" in last.stdout and "3 skipped" in last.stdout and "0 deleted" in last.stdout
+    )
 
 
 async def _objects(url: str) -> list[tuple[str, str, str]]:

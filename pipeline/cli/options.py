@@ -93,7 +93,7 @@ TakeOver = Annotated[
     typer.Option(
         "--take-over",
         help="Move here objects another listed source holds (a folder inside a listed one, a "
-        "list naming its files): new names, this listing's attributes. Without it, such a "
-        "listing stops and names the source that holds them.",
+        "list naming its files): new names, this listing's attributes. Without it they stay "
+        "there: skipped rows, and a note names that source.",
     ),
 ]

@@ -36,8 +36,8 @@ class ListingResult:
     counts: Counter = field(default_factory=Counter)
     #: the sidecar's keys that matched no listed object
     unmatched_attributes: list[str] = field(default_factory=list)
-    #: a note naming the --attribute-from-path rules that gave no object a value, if any
-    unused_path_note: str | None = None
+    #: more notes for stderr: path rules that labelled nothing, objects another source holds
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         c = self.counts
@@ -53,7 +53,7 @@ class ListingResult:
         """A line naming (up to 5 of) the sidecar's keys no listed object has, and one naming the
         path rules that gave no object a value, if any."""
         keys = self.unmatched_attributes
-        notes = [self.unused_path_note] if self.unused_path_note else []
+        notes = list(self.notes)
         if keys:
             more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
             notes.insert(
@@ -98,6 +98,7 @@ async def list_source(
         tracked_run(conn, "list", spec, started_at=listed_at, task=RunTask(run_id, shard)) as run,
     ):
         counts = run.counts
+        held_by: Counter[str] = Counter()  # source root -> its objects left out of this listing
         manifest = ManifestWriter(work, manifest_path(listed_at, run_id))
         progress = Progress("list", "objects")
         try:
@@ -113,7 +114,7 @@ async def list_source(
                     take_over=take_over,
                 )
                 for batch in batched(map(attributes.label, source.list()), batch_size):
-                    await _record_batch(batch, object_filter, store, manifest, counts)
+                    await _record_batch(batch, object_filter, store, manifest, counts, held_by)
                     progress.advance(len(batch), new=counts["new"], changed=counts["changed"])
                 if source.complete_listing:
                     deleted = await store.mark_deleted(source.root())
@@ -128,11 +129,19 @@ async def list_source(
             raise
         finally:
             progress.close()
-    unused = attributes.unused_path_note() if counts["listed"] else None
-    return ListingResult(run.run_id, published, counts, unmatched, unused)
+    notes = [attributes.unused_path_note()] if counts["listed"] else []
+    if held_by:
+        root, _ = held_by.most_common(1)[0]
+        notes.append(
+            f"note: {counts['held_elsewhere']} listed object(s) belong to another listed source "
+            f"({root}{' and others' if len(held_by) > 1 else ''}): left out, as an object belongs "
+            "to one source; search them there (--source), or list with --take-over to move them "
+            "here (renamed, with this listing's attributes)"
+        )
+    return ListingResult(run.run_id, published, counts, unmatched, [n for n in notes if n])
 
 
-async def _record_batch(batch, object_filter, store, manifest, counts) -> None:
+async def _record_batch(batch, object_filter, store, manifest, counts, held_by) -> None:
     images: list[tuple[ObjectInfo, None]] = []
     skipped: list[tuple[ObjectInfo, str]] = []
     for obj in batch:
@@ -144,8 +153,16 @@ async def _record_batch(batch, object_filter, store, manifest, counts) -> None:
             counts["missing"] += 1
     statuses = await store.upsert([obj for obj, _ in images]) if images else {}
     rows: list[tuple[ObjectInfo, str, str | None]] = [
-        (_as_stored(obj, store), statuses[obj.locator], None) for obj, _ in images
+        (_as_stored(obj, store), statuses[obj.locator], None)
+        for obj, _ in images
+        if obj.locator not in store.held_elsewhere
     ]
+    held = store.held_elsewhere
+    skipped += [
+        (obj, f"held by source {held[obj.locator]}") for obj, _ in images if obj.locator in held
+    ]
+    counts["held_elsewhere"] += len(held)
+    held_by.update(held.values())
     rows += [(obj, "skipped", reason) for obj, reason in skipped]
     manifest.write(rows)
     counts["listed"] += len(batch)

@@ -9,7 +9,6 @@ import json
 import asyncpg
 
 from pipeline.core.objects import OBJECT_COLUMNS, ObjectInfo
-from pipeline.errors import UsageError
 
 _STAGING = "listing_batch"
 
@@ -36,6 +35,9 @@ INSERT INTO objects ({_COLUMNS}, source_id, first_seen, last_seen)
 SELECT DISTINCT ON (locator) {_COLUMNS}, $2::integer, $1::timestamptz, $1::timestamptz FROM {_STAGING}
 ON CONFLICT (locator) DO UPDATE SET {_UPDATES}, source_id = EXCLUDED.source_id,
     last_seen = EXCLUDED.last_seen, deleted_at = NULL
+-- (never another source's live object unless taking over: one committed by a listing running
+-- beside this one, after this one's check, stays where it is)
+WHERE $3 OR objects.source_id = EXCLUDED.source_id OR objects.deleted_at IS NOT NULL
 """
 
 # A live name is unique within a source (one name, one image). Below a prefix that holds by
@@ -53,17 +55,18 @@ RETURNING b.locator, b.name
 
 _DELETE_SQL = f"""
 UPDATE objects SET deleted_at = $2
-WHERE starts_with(locator, $1) AND last_seen < $2 AND deleted_at IS NULL
+WHERE starts_with(locator, $1) AND last_seen < $2 AND deleted_at IS NULL AND source_id = $3
 RETURNING {_COLUMNS}
 """
 
 
-# Objects of this batch that another source holds (live): each object belongs to one source.
+# Objects of this batch that another source holds (live) leave the batch: each object belongs to
+# one source, and moving it here would rename it and replace its attributes (and that source's
+# next listing would move it back).
 _HELD_ELSEWHERE_SQL = f"""
-SELECT s.root, count(*) AS objects, min(o.locator) AS locator
-FROM {_STAGING} b JOIN objects o ON o.locator = b.locator JOIN sources s USING (source_id)
-WHERE o.source_id <> $1 AND o.deleted_at IS NULL
-GROUP BY s.root ORDER BY count(*) DESC
+DELETE FROM {_STAGING} b USING objects o JOIN sources s USING (source_id)
+WHERE o.locator = b.locator AND o.source_id <> $1 AND o.deleted_at IS NULL
+RETURNING b.locator, s.root
 """
 
 
@@ -88,6 +91,9 @@ class ObjectStore:
         self.renamed: dict[str, str] = {}
         #: the last batch's unchanged objects whose attributes are new
         self.relabeled: set[str] = set()
+        #: locator -> the root of the source that holds it, for the last batch's objects another
+        #: source holds (left out of the listing unless `take_over`)
+        self.held_elsewhere: dict[str, str] = {}
         self._staging_ready = False
 
     async def upsert(self, batch: list[ObjectInfo]) -> dict[str, str]:
@@ -105,39 +111,21 @@ class ObjectStore:
             columns=OBJECT_COLUMNS,
         )
         if not self.take_over:
-            await self._refuse_objects_held_elsewhere()
+            self.held_elsewhere = dict(await self.conn.fetch(_HELD_ELSEWHERE_SQL, self.source_id))
         if self.names_may_clash:
             self.renamed = dict(await self.conn.fetch(_RENAME_CLASHES_SQL, self.source_id))
         rows = await self.conn.fetch(_STATUS_SQL)
         self.relabeled = {
             r["locator"] for r in rows if r["status"] == "unchanged" and r["attributes_differ"]
         }
-        await self.conn.execute(_UPSERT_SQL, self.listed_at, self.source_id)
+        await self.conn.execute(_UPSERT_SQL, self.listed_at, self.source_id, self.take_over)
         return {r["locator"]: r["status"] for r in rows}
-
-    async def _refuse_objects_held_elsewhere(self) -> None:
-        """An object belongs to one source: listing one another source holds (a folder inside a
-        listed one, a list naming its files) would move it here, renamed, with this listing's
-        attributes, and that source's next listing would move it back. Said, not done, unless
-        `take_over`: the listing's transaction is rolled back, so nothing has changed."""
-        held = await self.conn.fetch(_HELD_ELSEWHERE_SQL, self.source_id)
-        if not held:
-            return
-        root, count, example = held[0]["root"], held[0]["objects"], held[0]["locator"]
-        others = f" (and {len(held) - 1} other source(s))" if len(held) > 1 else ""
-        raise UsageError(
-            f"{count} of the objects listed here already belong to the listed source {root}"
-            f"{others}, e.g. {example}: an object belongs to one source, and listing it here "
-            "would move it, with a new name and this listing's attributes",
-            hint=f"search them in their source (--source {root}, with --prefix for a folder of "
-            "it), or pass --take-over to move them here (that source's own listing then stops "
-            "on them in turn)",
-        )
 
     async def mark_deleted(self, root: str) -> list[ObjectInfo]:
         """Objects below the listed root this listing did not see: marked deleted (their vectors
         stay)."""
-        rows = await self.conn.fetch(_DELETE_SQL, root, self.listed_at)
+        # (this source's only: another's objects below this root were left out, not unseen)
+        rows = await self.conn.fetch(_DELETE_SQL, root, self.listed_at, self.source_id)
         return [
             # (no attributes, {} in the table, are None as in a listing)
             ObjectInfo(**(dict(row) | {"attributes": json.loads(row["attributes"]) or None}))

@@ -56,8 +56,19 @@ class GcsSource(BucketSource):
                 .get_blob(key, retry=DEFAULT_RETRY.with_timeout(self.options.timeout))
             )
         if blob is None:
+            self._check_bucket(bucket)  # (no bucket is no missing object: it stops the listing)
             raise ObjectMissing(f"{locator} does not exist")
         return self._info(blob, bucket, "")
+
+    def _check_bucket(self, bucket: str) -> None:
+        known = self.__dict__.setdefault("_existing_buckets", set())  # (asked once per bucket)
+        if bucket not in known:
+            with self._errors(f"gs://{bucket}/", bucket):
+                if not self.client().bucket(bucket).exists():
+                    raise PermanentError(
+                        f"cannot list gs://{bucket}/: bucket {bucket!r} does not exist"
+                    )
+            known.add(bucket)
 
     def read(self, locator: str, *, max_bytes: int, size: int | None = None) -> bytes:
         from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable

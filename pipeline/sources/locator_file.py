@@ -95,9 +95,10 @@ class LocatorFileSource(Source):
                 raise PermanentError(f"{self.spec}: {err}", hint=err.hint) from None
             found += 1
             yield obj
-        if missing and not found:
-            # Not one line names an object: more likely a file that is no list of locators (notes,
-            # a README) than a list whose every object is gone. (The transaction is rolled back.)
+        if missing and not found and not _looks_like_locator(first_missing):
+            # Not one line names an object, and the first is no path or URL: a file that is no
+            # list of locators (notes, a README), not a list whose every object is gone (that one
+            # lists as skipped rows). (The transaction is rolled back.)
             raise UsageError(
                 f"cannot list {self.spec}: none of its {missing} locator(s) names an existing "
                 f"object (the first: {first_missing!r}); is it a list of locators?",
@@ -126,6 +127,12 @@ def _missing(locator: str) -> MissingObject:
         return MissingObject(f"file://{path}", scheme, None, path, locator)
     parts = urlsplit(locator)
     return MissingObject(locator, scheme, parts.netloc or None, parts.path.lstrip("/"), locator)
+
+
+def _looks_like_locator(line: str) -> bool:
+    """A URL, a path with a folder, or a file name with an image's extension."""
+    image = (guess_content_type(line) or "").startswith("image/")
+    return "://" in line or "/" in line or os.sep in line or image
 
 
 def _check_is_text(spec: str, head: bytes) -> None:

@@ -50,8 +50,18 @@ class S3Source(BucketSource):
 
     def stat(self, locator: str) -> ObjectInfo:
         bucket, key = self.split(locator)
-        with self._errors(f"s3://{bucket}/", bucket, key):
-            head = self.client().head_object(Bucket=bucket, Key=key)
+        try:
+            with self._errors(f"s3://{bucket}/", bucket, key):
+                head = self.client().head_object(Bucket=bucket, Key=key)
+        except ObjectMissing:
+            # S3 answers 404 for a missing bucket too: that is no missing object, it stops the
+            # listing (asked once per bucket).
+            known = self.__dict__.setdefault("_existing_buckets", set())
+            if bucket not in known:
+                with self._errors(f"s3://{bucket}/", bucket):
+                    self.client().head_bucket(Bucket=bucket)
+                known.add(bucket)
+            raise
         item = {
             "Key": key,
             "ETag": head.get("ETag"),
