@@ -9,10 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.core.objects import sniff_content_type
 from pipeline.db import connect
 from pipeline.errors import PermanentError
 from pipeline.sources.base import SourceOptions
-from pipeline.sources.parquet import ParquetSource, sniff_content_type
+from pipeline.sources.parquet import ParquetSource
 from tests.conftest import run_imgvec
 from tests.datasets import (
     BROKEN_PNG,

@@ -60,18 +60,23 @@ def space_from_context(ctx: typer.Context) -> EmbeddingSpace:
     return space
 
 
+def backend_flags_given(ctx: typer.Context) -> bool:
+    """Whether the command line gave any backend flag, `--backend` too."""
+    return any(_given(ctx, name) for name in ctx.meta[_VALUES])
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in _UNSET_SOURCES
+
+
 def _chosen(ctx: typer.Context) -> tuple[type[EmbeddingBackend], dict, dict]:
     """The chosen backend's class, its own flags as given, and other backends' flags given."""
     from pipeline import plugins
 
     values = dict(ctx.meta[_VALUES])
     backend = plugins.backend_class(values.pop("backend"))
-    given = {
-        name: value
-        for name, value in values.items()
-        if (source := ctx.get_parameter_source(name)) is not None
-        and source.name not in _UNSET_SOURCES
-    }
+    given = {name: value for name, value in values.items() if _given(ctx, name)}
     own = backend.Options.model_fields
     return (
         backend,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.backend_options import space_from_context
+from pipeline.cli.backend_options import backend_flags_given, space_from_context
 from pipeline.core.shards import run_id_from_environment
 from pipeline.errors import UsageError
 
@@ -65,7 +65,11 @@ def status_command(
     # into: a run made with other backend flags must not look like it embedded nothing.
     with_parts = spaces_with_run_parts(work, run_id, shards)
     picked = False
-    if space_folder(space) not in with_parts and len(with_parts) == 1 and not _flags_given(ctx):
+    if (
+        space_folder(space) not in with_parts
+        and len(with_parts) == 1
+        and not backend_flags_given(ctx)
+    ):
         (space,) = with_parts.values()
         picked = True
     progress = run_progress(work, run_id, space_folder(space), shards)
@@ -100,17 +104,6 @@ def _newest_run(work) -> str:
     raise UsageError(
         f"no sharded run in {work.spec} (no run has published its listing there)",
         hint="pass --run-id ID (as given to `imgvec run`) and --work-dir, the run's work dir",
-    )
-
-
-def _flags_given(ctx: typer.Context) -> bool:
-    """Whether the command line gave any backend flag (`--backend` too): those are the command's
-    flags that the function does not take (`backend_options` keeps them in ctx.meta)."""
-    return any(
-        not param.expose_value
-        and (source := ctx.get_parameter_source(param.name or "")) is not None
-        and source.name not in ("DEFAULT", "DEFAULT_MAP")
-        for param in ctx.command.params
     )
 
 

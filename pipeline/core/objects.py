@@ -53,6 +53,27 @@ def guess_content_type(key: str) -> str | None:
     return mimetypes.guess_type(key, strict=False)[0]
 
 
+# (leading bytes, offset) -> content type: the list stage keeps image/* objects, a dataset's rows
+# have no file name to guess from, and a file named as a list of locators may be an image.
+_MAGIC = [
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
+    (b"\xff\xd8\xff", 0, "image/jpeg"),
+    (b"GIF8", 0, "image/gif"),  # GIF87a, GIF89a
+    (b"WEBP", 8, "image/webp"),
+    (b"BM", 0, "image/bmp"),
+    (b"II*\x00", 0, "image/tiff"),
+    (b"MM\x00*", 0, "image/tiff"),
+]
+
+
+def sniff_content_type(data: bytes) -> str | None:
+    """The image type the bytes' magic number says, or None when it is none of ours."""
+    for magic, offset, content_type in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            return content_type
+    return None
+
+
 def relative_name(key: str, prefix: str) -> str:
     """The name an analyst uses: the key below the listed prefix ("2026/IMG001.jpg" under "2026/"
     is "IMG001.jpg"); the whole key when the prefix is not a folder boundary."""

@@ -152,15 +152,13 @@ async def _record_batch(batch, object_filter, store, manifest, counts, held_by) 
         if missing:  # (only then: a run's counts name what happened)
             counts["missing"] += 1
     statuses = await store.upsert([obj for obj, _ in images]) if images else {}
-    rows: list[tuple[ObjectInfo, str, str | None]] = [
-        (_as_stored(obj, store), statuses[obj.locator], None)
-        for obj, _ in images
-        if obj.locator not in store.held_elsewhere
-    ]
-    held = store.held_elsewhere
-    skipped += [
-        (obj, f"held by source {held[obj.locator]}") for obj, _ in images if obj.locator in held
-    ]
+    held = store.held_elsewhere  # (left out of the upsert: skipped rows here)
+    rows: list[tuple[ObjectInfo, str, str | None]] = []
+    for obj, _ in images:
+        if obj.locator in held:
+            skipped.append((obj, f"held by source {held[obj.locator]}"))
+        else:
+            rows.append((_as_stored(obj, store), statuses[obj.locator], None))
     counts["held_elsewhere"] += len(held)
     held_by.update(held.values())
     rows += [(obj, "skipped", reason) for obj, reason in skipped]

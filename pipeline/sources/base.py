@@ -115,6 +115,7 @@ class BucketSource(Source):
         self.bucket: str | None  # (None: a source made only to read, which lists nothing)
         self.bucket, self.prefix = (None, "") if spec is None else self.split(spec)
         self._client = None
+        self._existing_buckets: set[str] = set()
 
     def split(self, uri: str) -> tuple[str, str]:
         """(bucket, key) of a SCHEME://BUCKET/KEY URI."""
@@ -127,3 +128,16 @@ class BucketSource(Source):
 
     def root(self) -> str:
         return f"{self.scheme}://{self.bucket}/{self.prefix}"
+
+    def missing_object(self, locator: str, bucket: str) -> ObjectMissing:
+        """What `stat` raises for a locator the store has no object for, once `check_bucket`
+        says its bucket exists: a missing bucket is no missing object, it stops the listing
+        (stores answer both alike). The bucket is asked once."""
+        if bucket not in self._existing_buckets:
+            self.check_bucket(bucket)
+            self._existing_buckets.add(bucket)
+        return ObjectMissing(f"{locator} does not exist")
+
+    def check_bucket(self, bucket: str) -> None:
+        """Raise PermanentError when the bucket does not exist."""
+        raise NotImplementedError

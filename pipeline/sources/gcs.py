@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from pipeline.core.objects import ObjectInfo, md5_from_base64, relative_name
 from pipeline.errors import PermanentError, RetryableError, first_line
-from pipeline.sources.base import BucketSource, ObjectMissing
+from pipeline.sources.base import BucketSource
 
 # Only what the manifest needs: smaller pages, faster listings.
 _FIELDS = "items(name,size,generation,etag,md5Hash,crc32c,contentType,updated),nextPageToken"
@@ -56,19 +56,15 @@ class GcsSource(BucketSource):
                 .get_blob(key, retry=DEFAULT_RETRY.with_timeout(self.options.timeout))
             )
         if blob is None:
-            self._check_bucket(bucket)  # (no bucket is no missing object: it stops the listing)
-            raise ObjectMissing(f"{locator} does not exist")
+            raise self.missing_object(locator, bucket)  # (get_blob says None to both)
         return self._info(blob, bucket, "")
 
-    def _check_bucket(self, bucket: str) -> None:
-        known = self.__dict__.setdefault("_existing_buckets", set())  # (asked once per bucket)
-        if bucket not in known:
-            with self._errors(f"gs://{bucket}/", bucket):
-                if not self.client().bucket(bucket).exists():
-                    raise PermanentError(
-                        f"cannot list gs://{bucket}/: bucket {bucket!r} does not exist"
-                    )
-            known.add(bucket)
+    def check_bucket(self, bucket: str) -> None:
+        with self._errors(f"gs://{bucket}/", bucket):
+            if not self.client().bucket(bucket).exists():
+                raise PermanentError(
+                    f"cannot list gs://{bucket}/: bucket {bucket!r} does not exist"
+                )
 
     def read(self, locator: str, *, max_bytes: int, size: int | None = None) -> bytes:
         from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline import plugins
-from pipeline.core.objects import ObjectInfo, guess_content_type
+from pipeline.core.objects import ObjectInfo, guess_content_type, sniff_content_type
 from pipeline.errors import PermanentError, UsageError
 from pipeline.sources.base import MissingObject, ObjectMissing, Source, SourceOptions
 from pipeline.sources.local import SCHEME as FILE_SCHEME
@@ -22,16 +22,6 @@ from pipeline.sources.local import scheme_of
 
 # How much of the file is looked at to tell a list of locators from an image or other binary file.
 _SNIFF_BYTES = 64 * 1024
-# Magic numbers of the image formats the list stage keeps (see pipeline.listing.filters).
-_IMAGE_MAGIC = {
-    b"\xff\xd8\xff": "JPEG",
-    b"\x89PNG\r\n\x1a\n": "PNG",
-    b"GIF87a": "GIF",
-    b"GIF89a": "GIF",
-    b"BM": "BMP",
-    b"II*\x00": "TIFF",
-    b"MM\x00*": "TIFF",
-}
 _FORMS = (
     "a list of locators is a UTF-8 text file with one locator per line (a path, relative to the "
     "current folder, or gs://…, s3://…; '#' starts a comment), or a CSV with a `locator` column"
@@ -145,13 +135,11 @@ def _check_is_text(spec: str, head: bytes) -> None:
             return
     except UnicodeDecodeError:
         pass
-    kind = next((name for magic, name in _IMAGE_MAGIC.items() if head.startswith(magic)), None)
-    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        kind = "WebP"
-    if kind is None and (guess_content_type(spec) or "").startswith("image/"):
-        kind = guess_content_type(spec)  # (a format the magic numbers above do not cover)
-    if kind is None:
+    sniffed = sniff_content_type(head)
+    guessed = guess_content_type(spec) or ""  # (a format the magic numbers do not cover)
+    if sniffed is None and not guessed.startswith("image/"):
         raise _not_text(spec)
+    kind = sniffed.removeprefix("image/").upper() if sniffed else guessed
     folder = os.path.dirname(spec) or "."
     raise UsageError(
         f"cannot list {spec}: it is an image ({kind}), not a list of locators",

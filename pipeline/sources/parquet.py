@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from pipeline.core.objects import ObjectInfo, md5_hash
+from pipeline.core.objects import ObjectInfo, md5_hash, sniff_content_type
 from pipeline.errors import PermanentError, UsageError
 from pipeline.sources.arrow_files import (
     Rows,
@@ -44,26 +44,6 @@ from pipeline.sources.base import Source, SourceOptions
 
 SCHEME = "parquet"
 OPTIONS = ("image", "key")
-
-# (leading bytes, offset) -> content type: the list stage keeps image/* objects, and a dataset's
-# rows have no file name to guess from.
-_MAGIC = [
-    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
-    (b"\xff\xd8\xff", 0, "image/jpeg"),
-    (b"GIF8", 0, "image/gif"),  # GIF87a, GIF89a
-    (b"WEBP", 8, "image/webp"),
-    (b"BM", 0, "image/bmp"),
-    (b"II*\x00", 0, "image/tiff"),
-    (b"MM\x00*", 0, "image/tiff"),
-]
-
-
-def sniff_content_type(data: bytes) -> str | None:
-    """The image type the bytes' magic number says, or None when it is none of ours."""
-    for magic, offset, content_type in _MAGIC:
-        if data[offset : offset + len(magic)] == magic:
-            return content_type
-    return None
 
 
 class ParquetSource(Source):

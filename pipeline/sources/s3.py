@@ -54,14 +54,7 @@ class S3Source(BucketSource):
             with self._errors(f"s3://{bucket}/", bucket, key):
                 head = self.client().head_object(Bucket=bucket, Key=key)
         except ObjectMissing:
-            # S3 answers 404 for a missing bucket too: that is no missing object, it stops the
-            # listing (asked once per bucket).
-            known = self.__dict__.setdefault("_existing_buckets", set())
-            if bucket not in known:
-                with self._errors(f"s3://{bucket}/", bucket):
-                    self.client().head_bucket(Bucket=bucket)
-                known.add(bucket)
-            raise
+            raise self.missing_object(locator, bucket) from None  # (S3 says 404 to both)
         item = {
             "Key": key,
             "ETag": head.get("ETag"),
@@ -74,6 +67,10 @@ class S3Source(BucketSource):
             generation=head.get("VersionId"),
             content_type=head.get("ContentType") or info.content_type,
         )
+
+    def check_bucket(self, bucket: str) -> None:
+        with self._errors(f"s3://{bucket}/", bucket):  # (a 404 without a key: no such bucket)
+            self.client().head_bucket(Bucket=bucket)
 
     def read(self, locator: str, *, max_bytes: int, size: int | None = None) -> bytes:
         bucket, key = self.split(locator)
